@@ -1,0 +1,1 @@
+"""Announce every Kubernetes Service IP to BGP peers through ExaBGP."""

@@ -1,0 +1,84 @@
+"""Command-line entry points: run, exabgp-conf, exabgp-env, check-config, render."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from announcer.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="announcer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="the ExaBGP API process: watch Kubernetes, stream commands on stdout")
+    run.add_argument("--config", type=Path, required=True)
+
+    conf = commands.add_parser("exabgp-conf", help="print the exabgp.conf for this configuration")
+    conf.add_argument("--config", type=Path, required=True)
+    conf.add_argument(
+        "--config-path",
+        help="the configuration path ExaBGP's process line names (default: --config as an absolute path)",
+    )
+
+    env = commands.add_parser("exabgp-env", help="print ExaBGP's environment settings as shell assignments")
+    env.add_argument("--config", type=Path, required=True)
+
+    check = commands.add_parser("check-config", help="validate the configuration and exit")
+    check.add_argument("--config", type=Path, required=True)
+
+    render = commands.add_parser("render", help="show what a node would announce, and why not the rest")
+    render.add_argument("--config", type=Path, required=True)
+    render.add_argument("--node", help="node name (default: from the configuration or NODE_NAME)")
+    render.add_argument("--from-file", type=Path, help="'kubectl get services,endpointslices -A -o json' output")
+    render.add_argument("--output", choices=["table", "json"], default="table")
+    return parser
+
+
+def _passwords(config: Config) -> dict[str, str]:
+    return {str(peer.address): peer.password.read() for peer in config.bgp.peers if peer.password is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `announcer` console script and `python -m announcer`."""
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(arguments.config)
+        logging.getLogger().setLevel(config.log_level.upper())
+        if arguments.command == "exabgp-conf":
+            from announcer.exabgp_conf import render_exabgp_conf
+
+            if config.bgp.router_id is None and any(
+                peer.local_address == "auto" or peer.family.value == "ipv6" for peer in config.bgp.peers
+            ):
+                raise ConfigError("bgp.router_id: required by ExaBGP here (set it or the ROUTER_ID variable)")
+            path = arguments.config_path or str(arguments.config.resolve())
+            sys.stdout.write(render_exabgp_conf(config, path, _passwords(config)))
+            return EXIT_OK
+        if arguments.command == "exabgp-env":
+            from announcer.exabgp_conf import render_exabgp_env
+
+            sys.stdout.write(render_exabgp_env(config))
+            return EXIT_OK
+        if arguments.command == "check-config":
+            _passwords(config)
+            print(f"{arguments.config}: ok", file=sys.stderr)
+            return EXIT_OK
+        if arguments.command == "render":
+            from announcer.render import render_main
+
+            return render_main(config, arguments.node, arguments.from_file, arguments.output)
+        from announcer.daemon import run_daemon
+
+        config.node  # noqa: B018  (fails early, naming node_name, when it is unset)
+        return run_daemon(config)
+    except ConfigError as error:
+        print(f"announcer: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG

@@ -1,0 +1,360 @@
+"""Settings: one YAML file, validated by pydantic, every field documented, errors naming the key."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
+
+ENV_NODE_NAME = "NODE_NAME"
+ENV_ROUTER_ID = "ROUTER_ID"
+
+Asn = Annotated[int, Field(ge=1, le=4_294_967_295)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PasswordSource(_Strict):
+    """Where a peer's TCP MD5 password comes from; never the password itself in the file."""
+
+    env: str | None = Field(default=None, description="Name of an environment variable holding it.")
+    file: Path | None = Field(default=None, description="Path of a file holding it (trailing newline ignored).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PasswordSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+    def read(self) -> str:
+        """The password, read now from its source."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ConfigError(f"bgp.peers[].password.env: environment variable {self.env} is not set")
+        elif self.file is not None:
+            try:
+                value = self.file.read_text(encoding="utf-8").rstrip("\n")
+            except OSError as error:
+                raise ConfigError(f"bgp.peers[].password.file: cannot read {self.file}: {error}") from error
+        else:
+            raise ConfigError("bgp.peers[].password: give exactly one of 'env' or 'file'")
+        if not value or not value.isascii() or not value.isprintable() or '"' in value or len(value) > 80:
+            raise ConfigError("bgp.peers[].password: must be 1 to 80 printable ASCII characters without '\"'")
+        return value
+
+
+class Peer(_Strict):
+    """One BGP peer. Its address decides its family: IPv4 peers get only /32s, IPv6 peers only /128s."""
+
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address = Field(description="The peer's address.")
+    peer_as: Asn = Field(description="The peer's AS number.")
+    local_address: ipaddress.IPv4Address | ipaddress.IPv6Address | Literal["auto"] = Field(
+        default="auto", description="Our source address towards the peer; 'auto' lets the kernel choose."
+    )
+    port: int = Field(default=179, ge=1, le=65535, description="The peer's TCP port.")
+    passive: bool = Field(default=False, description="Wait for the peer to connect instead of connecting.")
+    password: PasswordSource | None = Field(default=None, description="TCP MD5 password source.")
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.address)
+
+    @model_validator(mode="after")
+    def _same_family(self) -> Peer:
+        if self.local_address != "auto" and family_of(self.local_address) != self.family:
+            raise ValueError("local_address and address must be of the same family")
+        return self
+
+
+class Bgp(_Strict):
+    """The BGP speaker's own identity and its peers."""
+
+    local_as: Asn = Field(description="Our AS number.")
+    router_id: ipaddress.IPv4Address | None = Field(
+        default=None, description="BGP identifier; the ROUTER_ID environment variable overrides it."
+    )
+    hold_time: int = Field(default=90, description="Hold time in seconds (0, or 3 and more).")
+    graceful_restart: int | None = Field(
+        default=None,
+        ge=1,
+        le=4095,
+        description="Restart time in seconds; enables graceful restart with End-of-RIB sent by the announcer "
+        "after its first full sync.",
+    )
+    peers: list[Peer] = Field(min_length=1, description="Every BGP peer, each declared once.")
+
+    @field_validator("hold_time")
+    @classmethod
+    def _hold_time(cls, value: int) -> int:
+        if value != 0 and not 3 <= value <= 65535:
+            raise ValueError("must be 0 or between 3 and 65535")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_peers(self) -> Bgp:
+        seen: set[str] = set()
+        for peer in self.peers:
+            if str(peer.address) in seen:
+                raise ValueError(f"peer {peer.address} is declared twice")
+            seen.add(str(peer.address))
+        return self
+
+    def peers_of(self, family: Family) -> list[Peer]:
+        return [peer for peer in self.peers if peer.family == family]
+
+
+def _parse_cidrs(values: list[str], key: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=True))
+        except ValueError as error:
+            raise ValueError(f"{key}: {value!r} is not a CIDR ({error})") from error
+    return networks
+
+
+class AddressSource(_Strict):
+    """An address kind taken from user-set fields; announced only inside the allowlist (CVE-2020-8554)."""
+
+    enabled: bool = Field(default=False, description="Announce this kind at all.")
+    allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list, description="CIDRs an address must fall in; empty announces none."
+    )
+
+    @field_validator("allowlist", mode="before")
+    @classmethod
+    def _cidrs(cls, values: Any) -> Any:
+        if isinstance(values, list) and all(isinstance(value, str) for value in values):
+            return _parse_cidrs(values, "allowlist")
+        return values
+
+
+class Announce(_Strict):
+    """Which addresses are announced."""
+
+    cluster_ips: bool = Field(default=True, description="Announce every address of spec.clusterIPs.")
+    cluster_ip_traffic_policy: Literal["external", "internal"] = Field(
+        default="external",
+        description="Which traffic policy gates cluster IPs: 'external' (externalTrafficPolicy, Calico's "
+        "semantics) or 'internal' (internalTrafficPolicy, kube-router's and Cilium's).",
+    )
+    external_ips: AddressSource = Field(default_factory=AddressSource, description="spec.externalIPs.")
+    load_balancer_ips: AddressSource = Field(
+        default_factory=AddressSource, description="status.loadBalancer.ingress[].ip (ipMode Proxy skipped)."
+    )
+    service_cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list, description="Aggregates announced from every node (Calico's serviceClusterIPs)."
+    )
+    service_label_selector: str = Field(
+        default="", description="Kubernetes label selector; only matching Services are considered."
+    )
+    annotation_prefix: str = Field(
+        default="bgp.announcer.io/",
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)$",
+        description="Prefix of the per-Service annotations: opt-out, communities, large-communities, "
+        "local-preference, med.",
+    )
+
+    @field_validator("service_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, values: Any) -> Any:
+        if isinstance(values, list) and all(isinstance(value, str) for value in values):
+            return _parse_cidrs(values, "service_cidrs")
+        return values
+
+    @field_validator("service_label_selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=!,() ")
+        if not set(value) <= allowed:
+            raise ValueError("only label-selector characters are allowed")
+        return value
+
+
+class AttributeSettings(_Strict):
+    """BGP path attributes for one address kind; unset fields fall back to 'default'."""
+
+    communities: list[str] | None = Field(default=None, description="Standard communities, 'ASN:VALUE'.")
+    large_communities: list[str] | None = Field(default=None, description="Large communities, 'A:B:C'.")
+    local_preference: int | None = Field(default=None, ge=0, le=4_294_967_295, description="LOCAL_PREF.")
+    med: int | None = Field(default=None, ge=0, le=4_294_967_295, description="MULTI_EXIT_DISC.")
+
+    @field_validator("communities")
+    @classmethod
+    def _communities(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
+            parse_community(value)
+        return values
+
+    @field_validator("large_communities")
+    @classmethod
+    def _large(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
+            parse_large_community(value)
+        return values
+
+
+class AttributesByKind(_Strict):
+    """Attributes per address kind, each overridable per Service by annotations."""
+
+    default: AttributeSettings = Field(default_factory=AttributeSettings)
+    cluster_ip: AttributeSettings = Field(default_factory=AttributeSettings)
+    external_ip: AttributeSettings = Field(default_factory=AttributeSettings)
+    load_balancer_ip: AttributeSettings = Field(default_factory=AttributeSettings)
+    aggregate: AttributeSettings = Field(default_factory=AttributeSettings)
+
+    def for_kind(self, kind: Kind) -> Attributes:
+        """The attributes of one kind, its own settings over the defaults."""
+        own: AttributeSettings = {
+            Kind.CLUSTER_IP: self.cluster_ip,
+            Kind.EXTERNAL_IP: self.external_ip,
+            Kind.LOAD_BALANCER_IP: self.load_balancer_ip,
+            Kind.AGGREGATE: self.aggregate,
+        }[kind]
+        base = self.default
+
+        def pick(name: str) -> Any:
+            value = getattr(own, name)
+            return getattr(base, name) if value is None else value
+
+        return Attributes(
+            communities=tuple(sorted({parse_community(text) for text in pick("communities") or []})),
+            large_communities=tuple(sorted({parse_large_community(text) for text in pick("large_communities") or []})),
+            local_preference=pick("local_preference"),
+            med=pick("med"),
+        )
+
+
+class Watch(_Strict):
+    """How the Kubernetes API is watched."""
+
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig path; unset: KUBECONFIG, then in-cluster service account, then ~/.kube/config.",
+    )
+    watch_timeout: int = Field(default=300, ge=1, description="Server-side timeout of one watch request (s).")
+    request_timeout: float = Field(
+        default=30.0, gt=0, description="Client-side timeout for lists and idle watch reads (s)."
+    )
+    page_size: int = Field(default=500, ge=1, le=10_000, description="Objects per list page.")
+    backoff_initial: float = Field(default=0.5, gt=0, description="First reconnect delay (s).")
+    backoff_max: float = Field(default=30.0, gt=0, description="Largest reconnect delay (s).")
+
+
+class Speaker(_Strict):
+    """How commands are streamed to ExaBGP."""
+
+    prefixes_per_line: int = Field(
+        default=500, ge=1, le=5000, description="Prefixes per bulk 'announce attributes ... nlri' line."
+    )
+    max_in_flight: int = Field(default=8, ge=1, le=1000, description="Commands sent before waiting for acks.")
+    ack_timeout: float = Field(default=30.0, gt=0, description="How long one ack may take before it is given up.")
+    shutdown_timeout: float = Field(default=5.0, gt=0, description="Bound on the withdraw-all at SIGTERM (s).")
+    batch_delay: float = Field(
+        default=0.005, ge=0, le=1, description="How long events are gathered before commands are computed (s)."
+    )
+    announcer_command: str = Field(
+        default="",
+        description="Command ExaBGP runs as its API process; empty: this Python with '-m announcer run'.",
+    )
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Extra ExaBGP environment settings (exabgp.* keys) to render."
+    )
+
+
+class Metrics(_Strict):
+    """The Prometheus and health endpoint."""
+
+    listen: str | None = Field(default=None, description="'HOST:PORT' for /metrics, /healthz, /readyz; unset: off.")
+
+
+class Config(_Strict):
+    """The whole announcer configuration."""
+
+    node_name: str | None = Field(
+        default=None, description="This node's name; the NODE_NAME environment variable overrides it."
+    )
+    bgp: Bgp
+    announce: Announce = Field(default_factory=Announce)
+    attributes: AttributesByKind = Field(default_factory=AttributesByKind)
+    watch: Watch = Field(default_factory=Watch)
+    speaker: Speaker = Field(default_factory=Speaker)
+    metrics: Metrics = Field(default_factory=Metrics)
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+
+    @field_validator("node_name")
+    @classmethod
+    def _node_name(cls, value: str | None) -> str | None:
+        if value is not None and not _is_dns_subdomain(value):
+            raise ValueError("must be a DNS subdomain name (lower-case letters, digits, '-', '.')")
+        return value
+
+    def families(self) -> set[Family]:
+        """The families that have at least one peer."""
+        return {peer.family for peer in self.bgp.peers}
+
+    @property
+    def node(self) -> str:
+        if self.node_name is None:
+            raise ConfigError(f"node_name: not set (set it or the {ENV_NODE_NAME} environment variable)")
+        return self.node_name
+
+
+def _is_dns_subdomain(value: str) -> bool:
+    if not 0 < len(value) <= 253:
+        return False
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+    return set(value) <= allowed and value[0].isalnum() and value[-1].isalnum()
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config", environ: dict[str, str] | None = None) -> Config:
+    """Validate a decoded YAML document, applying NODE_NAME and ROUTER_ID from the environment."""
+    environment = os.environ if environ is None else environ
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): must be a mapping")
+    document = dict(data)
+    if environment.get(ENV_NODE_NAME):
+        document["node_name"] = environment[ENV_NODE_NAME]
+    if environment.get(ENV_ROUTER_ID) and isinstance(document.get("bgp"), dict):
+        document["bgp"] = {**document["bgp"], "router_id": environment[ENV_ROUTER_ID]}
+    try:
+        return Config.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
+    """Read and validate the YAML file at path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, str(path), environ)

@@ -1,0 +1,300 @@
+"""The only module that knows Kubernetes object shapes: raw JSON to validated views, with problems named."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from announcer.model import (
+    UINT32_MAX,
+    AttributeOverrides,
+    Family,
+    IPAddress,
+    Problem,
+    ServiceView,
+    SliceView,
+    family_of,
+    parse_community,
+    parse_large_community,
+)
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+OPT_OUT = "opt-out"
+COMMUNITIES = "communities"
+LARGE_COMMUNITIES = "large-communities"
+LOCAL_PREFERENCE = "local-preference"
+MED = "med"
+MAX_ANNOTATION_LENGTH = 1024
+MAX_LIST_ITEMS = 64
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NUMBER = re.compile(r"^[0-9]{1,10}$")
+_SEPARATORS = re.compile(r"[ ,]+")
+
+
+class ObjectError(ValueError):
+    """An object that cannot be identified (no usable namespace or name); it is ignored as a whole."""
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of a Kubernetes object, validated, or ObjectError."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping):
+        raise ObjectError("metadata: missing or not an object")
+    namespace, name = metadata.get("namespace"), metadata.get("name")
+    if not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace):
+        raise ObjectError(f"metadata.namespace: {_shown(namespace)} is not a namespace name")
+    if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise ObjectError(f"metadata.name: {_shown(name)} is not an object name")
+    return namespace, name
+
+
+def _shown(value: Any) -> str:
+    """A value made safe and short for a log line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_service_address(value: Any) -> IPAddress:
+    """A unicast address a Service may carry; ValueError with the reason otherwise."""
+    if not isinstance(value, str) or not value.isascii() or len(value) > 45:
+        raise ValueError(f"{_shown(value)} is not an IP address")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{_shown(value)} is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            raise ValueError(f"{value!r} has a zone index")
+        if address.ipv4_mapped is not None:
+            raise ValueError(f"{value!r} is an IPv4-mapped IPv6 address")
+    if address.is_unspecified or address.is_loopback or address.is_link_local or address.is_multicast:
+        raise ValueError(f"{value!r} is not a unicast service address")
+    if isinstance(address, ipaddress.IPv4Address) and (address.is_reserved or address == _BROADCAST):
+        raise ValueError(f"{value!r} is a reserved address")
+    return address
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _addresses(values: Any, field: str, where: str, problems: list[Problem]) -> list[IPAddress]:
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        problems.append(Problem(where, field, "must be a list"))
+        return []
+    addresses: list[IPAddress] = []
+    for index, value in enumerate(values[:MAX_LIST_ITEMS]):
+        try:
+            address = parse_service_address(value)
+        except ValueError as error:
+            problems.append(Problem(where, f"{field}[{index}]", str(error)))
+            continue
+        if address not in addresses:
+            addresses.append(address)
+    if len(values) > MAX_LIST_ITEMS:
+        problems.append(Problem(where, field, f"more than {MAX_LIST_ITEMS} entries; the rest are ignored"))
+    return addresses
+
+
+def _cluster_ips(spec: Mapping[str, Any], where: str, problems: list[Problem]) -> tuple[bool, list[IPAddress]]:
+    """(headless, one address per family in spec.clusterIPs order)."""
+    values = spec.get("clusterIPs")
+    field = "spec.clusterIPs"
+    if values is None:
+        single = spec.get("clusterIP")
+        values, field = ([] if single in (None, "") else [single]), "spec.clusterIP"
+    if values == ["None"] or spec.get("clusterIP") == "None":
+        return True, []
+    chosen: list[IPAddress] = []
+    for index, address in enumerate(_addresses(values, field, where, problems)):
+        if any(family_of(other) == family_of(address) for other in chosen):
+            problems.append(Problem(where, f"{field}[{index}]", f"a second {family_of(address).label} address"))
+            continue
+        chosen.append(address)
+    return False, chosen
+
+
+def _load_balancer_ips(status: Any, where: str, problems: list[Problem]) -> list[IPAddress]:
+    if not isinstance(status, Mapping):
+        return []
+    load_balancer = status.get("loadBalancer")
+    ingress = load_balancer.get("ingress") if isinstance(load_balancer, Mapping) else None
+    if ingress is None:
+        return []
+    if not isinstance(ingress, list):
+        problems.append(Problem(where, "status.loadBalancer.ingress", "must be a list"))
+        return []
+    wanted = []
+    for index, entry in enumerate(ingress[:MAX_LIST_ITEMS]):
+        if not isinstance(entry, Mapping) or entry.get("ip") is None:
+            continue  # hostname-only ingress: nothing to announce
+        if entry.get("ipMode") == "Proxy":
+            continue
+        wanted.append((index, entry.get("ip")))
+    addresses: list[IPAddress] = []
+    for index, value in wanted:
+        try:
+            address = parse_service_address(value)
+        except ValueError as error:
+            problems.append(Problem(where, f"status.loadBalancer.ingress[{index}].ip", str(error)))
+            continue
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def _traffic_local(spec: Mapping[str, Any], field: str, where: str, problems: list[Problem]) -> bool:
+    value = spec.get(field)
+    if value in (None, "Cluster"):
+        return False
+    if value == "Local":
+        return True
+    problems.append(Problem(where, f"spec.{field}", f"{_shown(value)} is neither Cluster nor Local; Cluster used"))
+    return False
+
+
+def _annotation_text(value: Any, field: str, where: str, problems: list[Problem]) -> str | None:
+    if not isinstance(value, str):
+        problems.append(Problem(where, field, f"{_shown(value)} is not a string; ignored"))
+        return None
+    if len(value) > MAX_ANNOTATION_LENGTH or not value.isascii() or not value.isprintable():
+        problems.append(Problem(where, field, f"{_shown(value)} has characters that are not allowed; ignored"))
+        return None
+    return value.strip()
+
+
+def _number(text: str) -> int:
+    if not _NUMBER.fullmatch(text) or int(text) > UINT32_MAX:
+        raise ValueError(f"{text!r} is not a number from 0 to {UINT32_MAX}")
+    return int(text)
+
+
+def _overrides(
+    annotations: Mapping[str, Any], prefix: str, where: str, problems: list[Problem]
+) -> tuple[bool, AttributeOverrides]:
+    """(opted out, attribute overrides) from the Service's annotations; invalid ones are ignored."""
+    opted_out = False
+    found: dict[str, Any] = {}
+    for suffix in (OPT_OUT, COMMUNITIES, LARGE_COMMUNITIES, LOCAL_PREFERENCE, MED):
+        key = prefix + suffix
+        if key not in annotations:
+            continue
+        field = f"metadata.annotations[{key}]"
+        text = _annotation_text(annotations[key], field, where, problems)
+        if text is None:
+            continue
+        try:
+            if suffix == OPT_OUT:
+                if text not in ("true", "false"):
+                    raise ValueError(f"{text!r} is neither 'true' nor 'false'")
+                opted_out = text == "true"
+            elif suffix in (COMMUNITIES, LARGE_COMMUNITIES):
+                words = [word for word in _SEPARATORS.split(text) if word]
+                if len(words) > MAX_LIST_ITEMS:
+                    raise ValueError(f"more than {MAX_LIST_ITEMS} communities")
+                parse = parse_community if suffix == COMMUNITIES else parse_large_community
+                found[suffix] = tuple(sorted({parse(word) for word in words}))
+            else:
+                found[suffix] = _number(text)
+        except ValueError as error:
+            problems.append(Problem(where, field, f"{error}; ignored"))
+    return opted_out, AttributeOverrides(
+        communities=found.get(COMMUNITIES),
+        large_communities=found.get(LARGE_COMMUNITIES),
+        local_preference=found.get(LOCAL_PREFERENCE),
+        med=found.get(MED),
+    )
+
+
+def service_view(obj: Mapping[str, Any], annotation_prefix: str) -> tuple[ServiceView, list[Problem]]:
+    """The slim view of a Service and the problems found in it; ObjectError if it has no usable name."""
+    namespace, name = object_key(obj)
+    where = f"Service {namespace}/{name}"
+    problems: list[Problem] = []
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        problems.append(Problem(where, "spec", "missing or not an object; nothing announced"))
+        return ServiceView(namespace, name), problems
+    service_type = spec.get("type", "ClusterIP")
+    if service_type not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
+        problems.append(Problem(where, "spec.type", f"{_shown(service_type)} is not a Service type"))
+        return ServiceView(namespace, name, service_type="invalid"), problems
+    metadata = obj["metadata"]
+    annotations = metadata.get("annotations") or {}
+    if not isinstance(annotations, Mapping):
+        problems.append(Problem(where, "metadata.annotations", "not an object; ignored"))
+        annotations = {}
+    opted_out, overrides = _overrides(annotations, annotation_prefix, where, problems)
+    if service_type == "ExternalName":
+        return ServiceView(namespace, name, service_type=service_type, opted_out=opted_out), problems
+    headless, cluster_ips = _cluster_ips(spec, where, problems)
+    return (
+        ServiceView(
+            namespace=namespace,
+            name=name,
+            service_type=service_type,
+            headless=headless,
+            cluster_ips=tuple(cluster_ips),
+            external_ips=tuple(_addresses(spec.get("externalIPs"), "spec.externalIPs", where, problems)),
+            load_balancer_ips=tuple(_load_balancer_ips(obj.get("status"), where, problems)),
+            external_traffic_local=_traffic_local(spec, "externalTrafficPolicy", where, problems),
+            internal_traffic_local=_traffic_local(spec, "internalTrafficPolicy", where, problems),
+            opted_out=opted_out,
+            overrides=overrides,
+        ),
+        problems,
+    )
+
+
+def endpoint_can_serve(endpoint: Mapping[str, Any]) -> bool:
+    """Ready unset or true; else serving true (a terminating endpoint that still serves)."""
+    conditions = endpoint.get("conditions")
+    if not isinstance(conditions, Mapping):
+        return True
+    ready = conditions.get("ready")
+    if ready is None or ready is True:
+        return True
+    return conditions.get("serving") is True
+
+
+_ADDRESS_TYPES = {"IPv4": Family.IPV4, "IPv6": Family.IPV6, "FQDN": None}
+
+
+def slice_view(obj: Mapping[str, Any]) -> tuple[SliceView | None, list[Problem]]:
+    """The slim view of an EndpointSlice (None if it belongs to no Service); ObjectError if it has no name."""
+    namespace, name = object_key(obj)
+    where = f"EndpointSlice {namespace}/{name}"
+    problems: list[Problem] = []
+    labels = obj["metadata"].get("labels") or {}
+    service_name = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
+    if service_name is None:
+        return None, problems
+    if not isinstance(service_name, str) or not _DNS_LABEL.fullmatch(service_name):
+        problems.append(Problem(where, f"metadata.labels[{SERVICE_NAME_LABEL}]", "not a Service name; ignored"))
+        return None, problems
+    address_type = obj.get("addressType")
+    if address_type not in _ADDRESS_TYPES:
+        problems.append(Problem(where, "addressType", f"{_shown(address_type)} is not IPv4, IPv6 or FQDN"))
+        return None, problems
+    endpoints = obj.get("endpoints") or []
+    if not isinstance(endpoints, list):
+        problems.append(Problem(where, "endpoints", "must be a list; no endpoint counted"))
+        endpoints = []
+    nodes: set[str] = set()
+    for index, endpoint in enumerate(endpoints):
+        if not isinstance(endpoint, Mapping):
+            problems.append(Problem(where, f"endpoints[{index}]", "not an object"))
+            continue
+        node = endpoint.get("nodeName")
+        if node is None or not endpoint_can_serve(endpoint):
+            continue
+        if not isinstance(node, str) or not _DNS_SUBDOMAIN.fullmatch(node):
+            problems.append(Problem(where, f"endpoints[{index}].nodeName", f"{_shown(node)} is not a node name"))
+            continue
+        nodes.add(node)
+    return SliceView(namespace, name, service_name, _ADDRESS_TYPES[address_type], frozenset(nodes)), problems

@@ -1,0 +1,305 @@
+"""The loop: watch events to the desired table, the diff to commands, the commands to ExaBGP."""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from announcer.config import Config
+from announcer.convert import ObjectError, object_key, service_view, slice_view
+from announcer.desired import DesiredTable, ObjectKey, Policy
+from announcer.exabgp import ExaBgpPipe, PipeClosed
+from announcer.kube import Backoff, Changed, Relisted, Resource, ResourceWatcher, WatchEvent, make_api_client
+from announcer.model import Attributes, Family, IPAddress, Prefix, Problem
+from announcer.reconcile import (
+    UNKNOWN_ATTRIBUTES,
+    Action,
+    Command,
+    Plan,
+    announced_from_held,
+    end_of_rib_commands,
+    parse_adj_rib_out,
+    plan_changes,
+    render_commands,
+)
+
+log = logging.getLogger(__name__)
+
+QUERY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class AckFailed:
+    """ExaBGP did not accept a command; its routes are no longer counted as announced."""
+
+    command: Command
+
+
+@dataclass(frozen=True)
+class NeighbourUp:
+    """A BGP session came up (only subscribed with graceful restart, for the End-of-RIB)."""
+
+    peer: str
+
+
+class Wake:
+    """Nothing to apply: wakes the loop (a signal arrived)."""
+
+
+LoopEvent = WatchEvent | AckFailed | NeighbourUp | Wake
+
+
+class Announcer:
+    """Holds the desired table and what ExaBGP was told; turns events into commands on the pipe."""
+
+    def __init__(self, config: Config, pipe: ExaBgpPipe, events: queue.Queue[LoopEvent]) -> None:
+        self.config = config
+        self.pipe = pipe
+        self.events = events
+        self.table = DesiredTable(config.node, Policy.from_config(config))
+        self.peers: dict[Family, list[IPAddress]] = {
+            family: [peer.address for peer in config.bgp.peers_of(family)] for family in Family
+        }
+        self.announced: dict[Prefix, Attributes] = {}
+        self.listed: set[Resource] = set()
+        self.synced = False
+        self.synced_at: float | None = None
+        self.problems: dict[tuple[str, ObjectKey], tuple[Problem, ...]] = {}
+        self.on_commands: Callable[[list[Command], float], None] | None = None
+        self._eor_sent: set[str] = set()
+
+    # --- events --------------------------------------------------------------------------------------------
+    def handle(self, event: LoopEvent) -> None:
+        if isinstance(event, Relisted):
+            self._relisted(event)
+        elif isinstance(event, Changed):
+            self._changed(event)
+        elif isinstance(event, AckFailed):
+            self._ack_failed(event.command)
+        elif isinstance(event, NeighbourUp):
+            self._neighbour_up(event.peer)
+
+    def _convert_service(self, obj: dict[str, Any]) -> Any:
+        view, problems = service_view(obj, self.config.announce.annotation_prefix)
+        self._report("Service", view.key, problems)
+        return view
+
+    def _convert_slice(self, obj: dict[str, Any]) -> Any:
+        view, problems = slice_view(obj)
+        self._report("EndpointSlice", object_key(obj), problems)
+        return view
+
+    def _relisted(self, event: Relisted) -> None:
+        if event.resource is Resource.SERVICES:
+            services = []
+            for obj in event.objects:
+                try:
+                    services.append(self._convert_service(obj))
+                except ObjectError as error:
+                    log.warning("Service ignored: %s", error)
+            self.table.replace_services(services)
+        else:
+            slices = []
+            for obj in event.objects:
+                try:
+                    view = self._convert_slice(obj)
+                except ObjectError as error:
+                    log.warning("EndpointSlice ignored: %s", error)
+                    continue
+                if view is not None:
+                    slices.append(view)
+            self.table.replace_slices(slices)
+        self.listed.add(event.resource)
+
+    def _changed(self, event: Changed) -> None:
+        try:
+            key = object_key(event.obj)
+            if event.resource is Resource.SERVICES:
+                if event.kind == "DELETED":
+                    self.table.delete_service(key)
+                    self.problems.pop(("Service", key), None)
+                else:
+                    self.table.upsert_service(self._convert_service(event.obj))
+            elif event.kind == "DELETED":
+                self.table.delete_slice(key)
+                self.problems.pop(("EndpointSlice", key), None)
+            else:
+                view = self._convert_slice(event.obj)
+                if view is None:
+                    self.table.delete_slice(key)
+                else:
+                    self.table.upsert_slice(view)
+        except ObjectError as error:
+            log.warning("%s event ignored: %s", event.resource.value, error)
+
+    def _report(self, kind: str, key: ObjectKey, problems: list[Problem]) -> None:
+        """Log an object's problems once, when they change."""
+        known = self.problems.get((kind, key), ())
+        current = tuple(problems)
+        if current == known:
+            return
+        if current:
+            self.problems[(kind, key)] = current
+            for problem in current:
+                if problem not in known:
+                    log.warning("%s", problem)
+        else:
+            self.problems.pop((kind, key), None)
+
+    def _ack_failed(self, command: Command) -> None:
+        for prefix in command.prefixes:
+            if command.action is Action.ANNOUNCE and self.announced.get(prefix) == command.attributes:
+                del self.announced[prefix]
+            elif command.action is Action.WITHDRAW and prefix not in self.announced:
+                self.announced[prefix] = UNKNOWN_ATTRIBUTES
+
+    def _neighbour_up(self, peer: str) -> None:
+        """With graceful restart, a session that (re)starts after the first sync gets its End-of-RIB."""
+        if self.synced:
+            for line in end_of_rib_commands({family: [a for a in peers if str(a) == peer]
+                                             for family, peers in self.peers.items()}):  # fmt: skip
+                self.pipe.send(line)
+
+    # --- commands ------------------------------------------------------------------------------------------
+    def ready_to_sync(self) -> bool:
+        return self.listed == {Resource.SERVICES, Resource.ENDPOINTSLICES}
+
+    def sync(self, stop: threading.Event) -> None:
+        """Send what changed; the first time, reconcile with what ExaBGP still holds."""
+        if not self.ready_to_sync():
+            return
+        started = time.monotonic()
+        if not self.synced:
+            answer = self.pipe.query("show adj-rib out extensive", QUERY_TIMEOUT)
+            self.announced = announced_from_held(parse_adj_rib_out(answer), self.peers)
+            self.table.take_dirty()
+            prefixes = set(self.table.all_prefixes()) | set(self.announced)
+            plan = plan_changes(prefixes, self.table.desired_attributes, self.announced)
+            log.info(
+                "first sync: ExaBGP holds %d prefixes; %d to announce, %d to withdraw",
+                len(self.announced),
+                len(plan.announce),
+                len(plan.withdraw),
+            )
+        else:
+            plan = plan_changes(self.table.take_dirty(), self.table.desired_attributes, self.announced)
+        self._send(plan, stop, started)
+        if not self.synced:
+            self.synced = True
+            self.synced_at = time.time()
+            if self.config.bgp.graceful_restart is not None:
+                for line in end_of_rib_commands(self.peers):
+                    self.pipe.send(line)
+
+    def withdraw_all(self, stop: threading.Event | None = None) -> None:
+        plan = Plan(withdraw=list(self.announced))
+        self._send(plan, stop or threading.Event(), time.monotonic())
+
+    def _send(self, plan: Plan, stop: threading.Event, started: float) -> None:
+        if not plan:
+            return
+        commands = render_commands(plan, self.peers, self.config.speaker.prefixes_per_line)
+        for command in commands:
+            if stop.is_set() and command.action is Action.ANNOUNCE:
+                break
+            self.pipe.send(command.line, self._on_ack(command))
+            for prefix in command.prefixes:
+                if command.attributes is not None:
+                    self.announced[prefix] = command.attributes
+                else:
+                    self.announced.pop(prefix, None)
+        if self.on_commands is not None:
+            self.on_commands(commands, time.monotonic() - started)
+
+    def _on_ack(self, command: Command) -> Callable[[bool], None]:
+        def acknowledge(accepted: bool) -> None:
+            if not accepted:
+                self.events.put(AckFailed(command))
+
+        return acknowledge
+
+
+def _gather(events: queue.Queue[LoopEvent], first_wait: float, batch_delay: float) -> list[LoopEvent]:
+    """The next event, and those that follow within batch_delay (a burst becomes one diff)."""
+    try:
+        batch = [events.get(timeout=first_wait)]
+    except queue.Empty:
+        return []
+    deadline = time.monotonic() + batch_delay
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            batch.append(events.get(timeout=remaining) if remaining > 0 else events.get_nowait())
+        except queue.Empty:
+            return batch
+
+
+def run_daemon(config: Config) -> int:
+    """ExaBGP's API process: runs until SIGTERM/SIGINT (withdraw all, exit 0), 'shutdown' or EOF (exit)."""
+    events: queue.Queue[LoopEvent] = queue.Queue()
+    stop = threading.Event()
+
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: withdrawing every route and exiting", signal.Signals(number).name)
+        stop.set()
+        events.put(Wake())
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    # A reader of our own on fd 0: sys.stdin's lock would stop the interpreter's exit while a thread reads it.
+    answers = io.BufferedReader(io.FileIO(sys.stdin.fileno(), "rb", closefd=False))
+    pipe = ExaBgpPipe(
+        sys.stdout.buffer,
+        answers,
+        max_in_flight=config.speaker.max_in_flight,
+        ack_timeout=config.speaker.ack_timeout,
+        on_neighbour_up=lambda peer: events.put(NeighbourUp(peer)),
+    )
+    pipe.start()
+    announcer = Announcer(config, pipe, events)
+    api_client = make_api_client(config.watch.kubeconfig)
+    watchers = [
+        ResourceWatcher(
+            resource,
+            api_client,
+            events.put,
+            stop,
+            label_selector=config.announce.service_label_selector if resource is Resource.SERVICES else "",
+            page_size=config.watch.page_size,
+            watch_timeout=config.watch.watch_timeout,
+            request_timeout=config.watch.request_timeout,
+            backoff=Backoff(config.watch.backoff_initial, config.watch.backoff_max),
+        )
+        for resource in Resource
+    ]
+    for watcher in watchers:
+        watcher.start()
+    log.info("announcer started for node %s with %d peers", config.node, len(config.bgp.peers))
+    try:
+        while not stop.is_set() and not pipe.closed.is_set():
+            for event in _gather(events, 0.5, config.speaker.batch_delay):
+                announcer.handle(event)
+            if not stop.is_set():
+                announcer.sync(stop)
+        if stop.is_set() and not pipe.closed.is_set():
+            announcer.withdraw_all()
+            if not pipe.drain(config.speaker.shutdown_timeout):
+                log.warning("not every withdraw was acknowledged within %.1f s", config.speaker.shutdown_timeout)
+    except PipeClosed as error:
+        log.info("ExaBGP pipe closed: %s", error)
+    finally:
+        stop.set()
+        for watcher in watchers:
+            watcher.close()
+    log.info("announcer exiting")
+    return 0

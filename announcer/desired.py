@@ -1,0 +1,283 @@
+"""Pure: which routes this node wants for each Service, why not the rest, and the table of all of them."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from announcer.config import AddressSource, Config
+from announcer.model import (
+    Attributes,
+    Family,
+    IPAddress,
+    Kind,
+    Prefix,
+    Reason,
+    ServiceView,
+    SliceView,
+    family_of,
+)
+
+ObjectKey = tuple[str, str]
+# Claims on aggregates come from the configuration, not from a Service; this key sorts before any Service.
+CONFIG_CLAIMANT: ObjectKey = ("", "service_cidrs")
+_KIND_RANK = {Kind.CLUSTER_IP: 0, Kind.LOAD_BALANCER_IP: 1, Kind.EXTERNAL_IP: 2, Kind.AGGREGATE: 3}
+
+
+def host_prefix(address: IPAddress) -> Prefix:
+    """The /32 or /128 of an address."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return ipaddress.IPv4Network((address, 32))
+    return ipaddress.IPv6Network((address, 128))
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A route this node wants to announce, for one claimant."""
+
+    prefix: Prefix
+    kind: Kind
+    attributes: Attributes
+
+
+@dataclass(frozen=True)
+class NotWanted:
+    """An address (or a Service without one) that this node does not announce, and why."""
+
+    address: IPAddress | None
+    kind: Kind
+    reason: Reason
+
+    @property
+    def reason_text(self) -> str:
+        if self.reason is Reason.NO_LOCAL_ENDPOINT and self.address is not None:
+            return f"{self.reason.value}({family_of(self.address).label})"
+        return self.reason.value
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one Service contributes on this node."""
+
+    wanted: tuple[Wanted, ...] = ()
+    not_wanted: tuple[NotWanted, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The parts of the configuration the decision reads, resolved once."""
+
+    families: frozenset[Family]
+    cluster_ips: bool
+    gate_cluster_ips_by_internal_policy: bool
+    external_ips: AddressSource
+    load_balancer_ips: AddressSource
+    attributes: Mapping[Kind, Attributes]
+    service_cidrs: tuple[Prefix, ...]
+
+    @classmethod
+    def from_config(cls, config: Config) -> Policy:
+        return cls(
+            families=frozenset(config.families()),
+            cluster_ips=config.announce.cluster_ips,
+            gate_cluster_ips_by_internal_policy=config.announce.cluster_ip_traffic_policy == "internal",
+            external_ips=config.announce.external_ips,
+            load_balancer_ips=config.announce.load_balancer_ips,
+            attributes={kind: config.attributes.for_kind(kind) for kind in Kind},
+            service_cidrs=tuple(config.announce.service_cidrs),
+        )
+
+
+def _in_allowlist(address: IPAddress, source: AddressSource) -> bool:
+    return any(address.version == network.version and address in network for network in source.allowlist)
+
+
+def _reason_not_wanted(
+    service: ServiceView,
+    address: IPAddress,
+    *,
+    enabled: bool,
+    allowlisted: AddressSource | None,
+    gated: bool,
+    local_families: frozenset[Family],
+    policy: Policy,
+) -> Reason | None:
+    """Why this node does not announce an address, or None when it does."""
+    family = family_of(address)
+    if service.opted_out:
+        return Reason.OPTED_OUT
+    if not enabled:
+        return Reason.KIND_DISABLED
+    if allowlisted is not None and not _in_allowlist(address, allowlisted):
+        return Reason.OUTSIDE_ALLOWLIST
+    if family not in policy.families:
+        return Reason.NO_PEER_FOR_FAMILY
+    if gated and family not in local_families:
+        return Reason.NO_LOCAL_ENDPOINT
+    return None
+
+
+def decide(service: ServiceView, local_families: frozenset[Family], policy: Policy) -> Decision:
+    """The routes this node wants for one Service, and a reason for every address it does not want."""
+    if service.service_type == "ExternalName":
+        return Decision(not_wanted=(NotWanted(None, Kind.CLUSTER_IP, Reason.EXTERNAL_NAME),))
+    wanted: list[Wanted] = []
+    not_wanted: list[NotWanted] = []
+    if service.headless:
+        not_wanted.append(NotWanted(None, Kind.CLUSTER_IP, Reason.HEADLESS))
+    cluster_gated = (
+        service.internal_traffic_local if policy.gate_cluster_ips_by_internal_policy else service.external_traffic_local
+    )
+    sources: list[tuple[Kind, tuple[IPAddress, ...], bool, AddressSource | None, bool]] = [
+        (Kind.CLUSTER_IP, service.cluster_ips, policy.cluster_ips, None, cluster_gated),
+        (Kind.EXTERNAL_IP, service.external_ips, policy.external_ips.enabled, policy.external_ips,
+         service.external_traffic_local),
+        (Kind.LOAD_BALANCER_IP, service.load_balancer_ips, policy.load_balancer_ips.enabled,
+         policy.load_balancer_ips, service.external_traffic_local),
+    ]  # fmt: skip
+    for kind, addresses, enabled, allowlisted, gated in sources:
+        for address in addresses:
+            reason = _reason_not_wanted(
+                service,
+                address,
+                enabled=enabled,
+                allowlisted=allowlisted,
+                gated=gated,
+                local_families=local_families,
+                policy=policy,
+            )
+            if reason is not None:
+                not_wanted.append(NotWanted(address, kind, reason))
+                continue
+            prefix = host_prefix(address)
+            if all(other.prefix != prefix for other in wanted):
+                wanted.append(Wanted(prefix, kind, service.overrides.apply(policy.attributes[kind])))
+    return Decision(tuple(wanted), tuple(not_wanted))
+
+
+class DesiredTable:
+    """Every Service's decision on this node, and for each prefix the claims on it; updated one object at a time.
+
+    Work per event is bounded by the size of the object that changed, never by the number of Services.
+    """
+
+    def __init__(self, node: str, policy: Policy) -> None:
+        self.node = node
+        self.policy = policy
+        self.services: dict[ObjectKey, ServiceView] = {}
+        self.slices: dict[ObjectKey, SliceView] = {}
+        self.slices_by_service: dict[ObjectKey, set[ObjectKey]] = {}
+        self.decisions: dict[ObjectKey, Decision] = {}
+        self.claims: dict[Prefix, dict[ObjectKey, Wanted]] = {}
+        self.not_wanted_counts: Counter[tuple[Reason, Kind]] = Counter()
+        self._dirty: set[Prefix] = set()
+        aggregates = tuple(
+            Wanted(cidr, Kind.AGGREGATE, policy.attributes[Kind.AGGREGATE])
+            for cidr in policy.service_cidrs
+            if family_of(cidr) in policy.families
+        )
+        self._set_decision(CONFIG_CLAIMANT, Decision(wanted=aggregates))
+
+    # --- reading -------------------------------------------------------------------------------------------
+    def best(self, prefix: Prefix) -> Wanted | None:
+        """The claim that decides a prefix's attributes: cluster IPs first, then by namespace/name."""
+        claims = self.claims.get(prefix)
+        if not claims:
+            return None
+        claimant = min(claims, key=lambda key: (_KIND_RANK[claims[key].kind], key))
+        return claims[claimant]
+
+    def desired_attributes(self, prefix: Prefix) -> Attributes | None:
+        best = self.best(prefix)
+        return None if best is None else best.attributes
+
+    def all_prefixes(self) -> Iterable[Prefix]:
+        return self.claims.keys()
+
+    def take_dirty(self) -> set[Prefix]:
+        """The prefixes whose claims changed since the last call."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def local_families(self, service: ObjectKey) -> frozenset[Family]:
+        families = set()
+        for slice_key in self.slices_by_service.get(service, ()):
+            view = self.slices[slice_key]
+            if view.family is not None and self.node in view.serving_nodes:
+                families.add(view.family)
+        return frozenset(families)
+
+    # --- writing -------------------------------------------------------------------------------------------
+    def upsert_service(self, view: ServiceView) -> None:
+        if self.services.get(view.key) == view:
+            return
+        self.services[view.key] = view
+        self._refresh(view.key)
+
+    def delete_service(self, key: ObjectKey) -> None:
+        if self.services.pop(key, None) is not None:
+            self._refresh(key)
+
+    def upsert_slice(self, view: SliceView) -> None:
+        old = self.slices.get(view.key)
+        if old == view:
+            return
+        if old is not None and old.service_key != view.service_key:
+            self.delete_slice(view.key)
+        self.slices[view.key] = view
+        self.slices_by_service.setdefault(view.service_key, set()).add(view.key)
+        self._refresh(view.service_key)
+
+    def delete_slice(self, key: ObjectKey) -> None:
+        old = self.slices.pop(key, None)
+        if old is None:
+            return
+        members = self.slices_by_service.get(old.service_key)
+        if members is not None:
+            members.discard(key)
+            if not members:
+                del self.slices_by_service[old.service_key]
+        self._refresh(old.service_key)
+
+    def replace_services(self, views: Iterable[ServiceView]) -> None:
+        """Make the Services exactly these (after a re-list); unchanged ones cause no work downstream."""
+        fresh = {view.key: view for view in views}
+        for key in [key for key in self.services if key not in fresh]:
+            self.delete_service(key)
+        for view in fresh.values():
+            self.upsert_service(view)
+
+    def replace_slices(self, views: Iterable[SliceView]) -> None:
+        """Make the EndpointSlices exactly these (after a re-list)."""
+        fresh = {view.key: view for view in views}
+        for key in [key for key in self.slices if key not in fresh]:
+            self.delete_slice(key)
+        for view in fresh.values():
+            self.upsert_slice(view)
+
+    def _refresh(self, key: ObjectKey) -> None:
+        view = self.services.get(key)
+        decision = Decision() if view is None else decide(view, self.local_families(key), self.policy)
+        self._set_decision(key, decision)
+
+    def _set_decision(self, key: ObjectKey, decision: Decision) -> None:
+        old = self.decisions.get(key, Decision())
+        if old == decision:
+            return
+        for wanted in old.wanted:
+            claims = self.claims[wanted.prefix]
+            del claims[key]
+            if not claims:
+                del self.claims[wanted.prefix]
+            self._dirty.add(wanted.prefix)
+        for wanted in decision.wanted:
+            self.claims.setdefault(wanted.prefix, {})[key] = wanted
+            self._dirty.add(wanted.prefix)
+        self.not_wanted_counts.subtract((item.reason, item.kind) for item in old.not_wanted)
+        self.not_wanted_counts.update((item.reason, item.kind) for item in decision.not_wanted)
+        if decision.wanted or decision.not_wanted:
+            self.decisions[key] = decision
+        else:
+            self.decisions.pop(key, None)

@@ -1,0 +1,1 @@
+"""Lab: network namespaces, FRR, ExaBGP and a stand-in Kubernetes API server."""

@@ -1,0 +1,196 @@
+"""Pure value types: families, address kinds, BGP attributes, and the slim views of Services and slices."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+UINT16_MAX = 65_535
+UINT32_MAX = 4_294_967_295
+
+
+class Family(enum.Enum):
+    """An address family, named as ExaBGP names its AFI."""
+
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+    @property
+    def label(self) -> str:
+        return "IPv4" if self is Family.IPV4 else "IPv6"
+
+    @property
+    def host_length(self) -> int:
+        return 32 if self is Family.IPV4 else 128
+
+
+def family_of(address: IPAddress | Prefix) -> Family:
+    return Family.IPV4 if address.version == 4 else Family.IPV6
+
+
+class Kind(enum.Enum):
+    """Where an announced address comes from."""
+
+    CLUSTER_IP = "clusterIP"
+    EXTERNAL_IP = "externalIP"
+    LOAD_BALANCER_IP = "loadBalancerIP"
+    AGGREGATE = "aggregate"
+
+
+class Reason(enum.Enum):
+    """Why an address of a Service is not announced by this node."""
+
+    HEADLESS = "headless"
+    EXTERNAL_NAME = "externalName"
+    NO_LOCAL_ENDPOINT = "noLocalEndpoint"
+    OUTSIDE_ALLOWLIST = "outsideAllowlist"
+    KIND_DISABLED = "kindDisabled"
+    OPTED_OUT = "optedOut"
+    NO_PEER_FOR_FAMILY = "noPeerForFamily"
+    INVALID_ADDRESS = "invalidAddress"
+
+
+_COMMUNITY = re.compile(r"^(\d{1,5}):(\d{1,5})$")
+_LARGE_COMMUNITY = re.compile(r"^(\d{1,10}):(\d{1,10}):(\d{1,10})$")
+
+
+WELL_KNOWN_COMMUNITIES = {
+    "no-export": (65535, 65281),
+    "no-advertise": (65535, 65282),
+    "no-export-subconfed": (65535, 65283),
+    "no-peer": (65535, 65284),
+    "blackhole": (65535, 666),
+}
+
+
+def parse_community(text: str) -> tuple[int, int]:
+    """'ASN:VALUE' with both halves 0..65535, or a well-known name (no-export, ...); ValueError otherwise."""
+    if text in WELL_KNOWN_COMMUNITIES:
+        return WELL_KNOWN_COMMUNITIES[text]
+    match = _COMMUNITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a community 'ASN:VALUE'")
+    high, low = int(match[1]), int(match[2])
+    if high > UINT16_MAX or low > UINT16_MAX:
+        raise ValueError(f"{text!r}: each half of a community is at most {UINT16_MAX}")
+    return high, low
+
+
+def parse_large_community(text: str) -> tuple[int, int, int]:
+    """'A:B:C' with each part 0..4294967295, or ValueError."""
+    match = _LARGE_COMMUNITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a large community 'A:B:C'")
+    parts = (int(match[1]), int(match[2]), int(match[3]))
+    if max(parts) > UINT32_MAX:
+        raise ValueError(f"{text!r}: each part of a large community is at most {UINT32_MAX}")
+    return parts
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """The BGP path attributes of a route, held as validated numbers only."""
+
+    communities: tuple[tuple[int, int], ...] = ()
+    large_communities: tuple[tuple[int, int, int], ...] = ()
+    local_preference: int | None = None
+    med: int | None = None
+
+    def sort_key(self) -> tuple[object, ...]:
+        return (
+            self.communities,
+            self.large_communities,
+            -1 if self.local_preference is None else self.local_preference,
+            -1 if self.med is None else self.med,
+        )
+
+    def describe(self) -> str:
+        """A short human text, for tables and logs."""
+        words = []
+        if self.communities:
+            words.append("community " + " ".join(f"{a}:{b}" for a, b in self.communities))
+        if self.large_communities:
+            words.append("large-community " + " ".join(f"{a}:{b}:{c}" for a, b, c in self.large_communities))
+        if self.local_preference is not None:
+            words.append(f"local-preference {self.local_preference}")
+        if self.med is not None:
+            words.append(f"med {self.med}")
+        return ", ".join(words) or "-"
+
+
+NO_ATTRIBUTES = Attributes()
+
+
+@dataclass(frozen=True)
+class AttributeOverrides:
+    """Per-Service attribute overrides taken from validated annotations; None leaves the config's value."""
+
+    communities: tuple[tuple[int, int], ...] | None = None
+    large_communities: tuple[tuple[int, int, int], ...] | None = None
+    local_preference: int | None = None
+    med: int | None = None
+
+    def apply(self, base: Attributes) -> Attributes:
+        return Attributes(
+            communities=base.communities if self.communities is None else self.communities,
+            large_communities=base.large_communities if self.large_communities is None else self.large_communities,
+            local_preference=base.local_preference if self.local_preference is None else self.local_preference,
+            med=base.med if self.med is None else self.med,
+        )
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """What the decision needs of one Service, already validated; built only by convert.py."""
+
+    namespace: str
+    name: str
+    service_type: str = "ClusterIP"
+    headless: bool = False
+    cluster_ips: tuple[IPAddress, ...] = ()
+    external_ips: tuple[IPAddress, ...] = ()
+    load_balancer_ips: tuple[IPAddress, ...] = ()
+    external_traffic_local: bool = False
+    internal_traffic_local: bool = False
+    opted_out: bool = False
+    overrides: AttributeOverrides = field(default_factory=AttributeOverrides)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class SliceView:
+    """What the decision needs of one EndpointSlice: its Service, family, and nodes with a serving endpoint."""
+
+    namespace: str
+    name: str
+    service_name: str
+    family: Family | None
+    serving_nodes: frozenset[str] = frozenset()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def service_key(self) -> tuple[str, str]:
+        return (self.namespace, self.service_name)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A field of a Kubernetes object that was rejected, and why; logged, never fatal."""
+
+    obj: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.obj}: {self.field}: {self.message}"

@@ -1,0 +1,164 @@
+"""ExaBGP's side of the pipe for integration tests: runs `announcer run`, records commands, answers acks."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from announcer.lab.lab import kubeconfig_text
+
+_SELECTOR = re.compile(r"^((?:neighbor \S+(?: , )?)+) (announce|withdraw) (route|attributes) (.*)$")
+
+
+class ExaBgpDouble:
+    """Plays ExaBGP: starts the announcer as its API process, keeps each neighbour's adj-rib-out from the
+    commands it reads, and answers 'done' (or 'error' for lines it cannot parse, as ExaBGP does)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        api_url: str,
+        config: dict[str, Any],
+        *,
+        held: list[str] | None = None,
+        ack_delay: float = 0.0,
+    ) -> None:
+        self.tmp = tmp
+        self.config_path = tmp / "announcer.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        (tmp / "kubeconfig").write_text(kubeconfig_text(api_url))
+        self.held = held or []
+        self.ack_delay = ack_delay
+        self.lines: list[str] = []
+        self.rib: dict[str, dict[str, str]] = {}  # neighbour -> prefix -> attribute words
+        self.errors: list[str] = []
+        self._lock = threading.Condition()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stderr_path = tmp / "announcer.stderr"
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> ExaBgpDouble:
+        environment = {**os.environ, "KUBECONFIG": str(self.tmp / "kubeconfig")}
+        self._stderr_file = self.stderr_path.open("wb")
+        environment.pop("NODE_NAME", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "announcer", "run", "--config", str(self.config_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr_file,
+            env=environment,
+        )
+        self._reader = threading.Thread(target=self._serve, daemon=True)
+        self._reader.start()
+        return self
+
+    def _answer(self, text: str) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        try:
+            self.process.stdin.write(text.encode() + b"\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def _serve(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode("ascii").rstrip("\n")
+            if self.ack_delay:
+                time.sleep(self.ack_delay)
+            with self._lock:
+                self.lines.append(line)
+                if line == "show adj-rib out extensive":
+                    for held in self.held:
+                        self._answer(held)
+                    self._answer("done")
+                elif self._apply(line) or " announce eor " in line:
+                    self._answer("done")
+                else:
+                    self.errors.append(line)
+                    self._answer("error")
+                self._lock.notify_all()
+
+    def _apply(self, line: str) -> bool:
+        match = _SELECTOR.match(line)
+        if match is None:
+            return False
+        neighbours = [part.split()[1] for part in match[1].split(" , ")]
+        action, form, rest = match[2], match[3], match[4]
+        if form == "route":
+            prefix, _, words = rest.partition(" ")
+            prefixes = [prefix]
+        else:
+            words, _, nlri = rest.partition(" nlri ")
+            prefixes = nlri.split()
+        for prefix in prefixes:
+            ipaddress.ip_network(prefix)
+            for neighbour in neighbours:
+                table = self.rib.setdefault(neighbour, {})
+                if action == "announce":
+                    table[prefix] = words
+                else:
+                    table.pop(prefix, None)
+        return True
+
+    # --- assertions helpers ------------------------------------------------------------------------------
+    def prefixes(self, neighbour: str) -> set[str]:
+        with self._lock:
+            return set(self.rib.get(neighbour, {}))
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out waiting for {what}; commands seen: {self.lines[-10:]}\n"
+                                         f"stderr: {self.stderr()[-3000:]}")  # fmt: skip
+                self._lock.wait(min(remaining, 0.1))
+
+    def wait_quiet(self, seconds: float = 0.5, timeout: float = 10.0) -> None:
+        """Wait until no command has come for `seconds`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            count = len(self.lines)
+            time.sleep(seconds)
+            if len(self.lines) == count:
+                return
+        raise AssertionError("the announcer never went quiet")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, number: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(number)
+        return self.process.wait(timeout=15)
+
+    def close_stdin(self) -> int:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.close()
+        return self.process.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        self._stderr_file.close()
