@@ -6,6 +6,7 @@ import ipaddress
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,7 @@ class Row:
     peers: str
 
 
-def build_table(
-    config: Config, node: str, objects: list[dict[str, Any]]
-) -> tuple[DesiredTable, list[Problem | str]]:
+def build_table(config: Config, node: str, objects: list[dict[str, Any]]) -> tuple[DesiredTable, list[Problem | str]]:
     """The desired table of a node for these Kubernetes objects (Services and EndpointSlices, any order)."""
     table = DesiredTable(node, Policy.from_config(config))
     services: list[ServiceView] = []
@@ -60,7 +59,9 @@ def build_table(
 
 def rows(config: Config, table: DesiredTable) -> list[Row]:
     """Announced prefixes first, then the addresses not announced, each sorted."""
-    peers = {family: ", ".join(str(peer.address) for peer in config.bgp.peers_of(family)) for family in config.families()}
+    peers = {
+        family: ", ".join(str(peer.address) for peer in config.bgp.peers_of(family)) for family in config.families()
+    }
     announced: list[Row] = []
     skipped: list[Row] = []
     for (namespace, name), decision in table.decisions.items():
@@ -102,7 +103,9 @@ def format_table(table_rows: list[Row]) -> str:
         for row in table_rows
     ]
     widths = [max(len(line[column]) for line in cells) for column in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells
+    )
 
 
 def _objects_from_file(path: Path) -> list[dict[str, Any]]:
@@ -125,10 +128,11 @@ def _objects_from_cluster(config: Config) -> list[dict[str, Any]]:
     core = kubernetes.client.CoreV1Api(client)
     discovery = kubernetes.client.DiscoveryV1Api(client)
     objects: list[dict[str, Any]] = []
-    for call, kind, selector in (
+    calls: tuple[tuple[Callable[..., Any], str, str], ...] = (
         (core.list_service_for_all_namespaces, "Service", config.announce.service_label_selector),
         (discovery.list_endpoint_slice_for_all_namespaces, "EndpointSlice", ""),
-    ):
+    )
+    for call, kind, selector in calls:
         response = call(_preload_content=False, label_selector=selector)
         objects.extend({**item, "kind": kind} for item in json.loads(response.data).get("items", []))
     return objects

@@ -177,7 +177,7 @@ def test_an_unreachable_api_server_keeps_routes_then_changes_arrive(api: FakeApi
 def test_sigterm_withdraws_everything_and_exits_zero(api: FakeApiServer, exabgp: ExaBgpDouble) -> None:
     first_sync(exabgp)
     api.apply(service("web", ["198.51.100.10", "2001:db8:96::a"]))
-    exabgp.wait_for(lambda: v4(exabgp) and bool(exabgp.prefixes(V6_PEER)))
+    exabgp.wait_for(lambda: bool(v4(exabgp)) and bool(exabgp.prefixes(V6_PEER)))
     assert exabgp.signal(signal.SIGTERM) == 0
     assert not v4(exabgp)
     assert not exabgp.prefixes(V6_PEER)
@@ -196,7 +196,9 @@ def test_eof_on_stdin_exits_promptly_without_withdrawing(api: FakeApiServer, exa
 
 def test_local_policy_follows_endpoint_slices_per_family(api: FakeApiServer, exabgp: ExaBgpDouble) -> None:
     first_sync(exabgp)
-    api.apply(service("web", ["198.51.100.10", "2001:db8:96::a"], service_type="NodePort", external_traffic_policy="Local"))
+    api.apply(
+        service("web", ["198.51.100.10", "2001:db8:96::a"], service_type="NodePort", external_traffic_policy="Local")
+    )
     api.apply(endpoint_slice("web", "IPv4", [endpoint("node-a", "192.0.2.50")]))
     api.apply(endpoint_slice("web", "IPv6", [endpoint("node-b", "2001:db8:5::50")]))
     exabgp.wait_for(lambda: v4(exabgp) == {"198.51.100.10/32"}, what="the /32 with a local IPv4 endpoint")
@@ -208,7 +210,9 @@ def test_local_policy_follows_endpoint_slices_per_family(api: FakeApiServer, exa
     exabgp.wait_for(lambda: not v4(exabgp), what="the /32 withdrawn when not ready")
 
 
-def test_a_hostile_annotation_is_ignored_and_the_service_still_announced(api: FakeApiServer, exabgp: ExaBgpDouble) -> None:
+def test_a_hostile_annotation_is_ignored_and_the_service_still_announced(
+    api: FakeApiServer, exabgp: ExaBgpDouble
+) -> None:
     """Words from an annotation never reach the command stream; the error names the object and field."""
     first_sync(exabgp)
     api.apply(

@@ -88,12 +88,20 @@ CASES = {
     ),
     "Local policy with a terminating endpoint that still serves keeps announcing": Case(
         service("web", ["198.51.100.10"], service_type="NodePort", external_traffic_policy="Local"),
-        [endpoint_slice("web", "IPv4", [endpoint("node-a", "192.0.2.50", ready=False, serving=True, terminating=True)])],
+        [
+            endpoint_slice(
+                "web", "IPv4", [endpoint("node-a", "192.0.2.50", ready=False, serving=True, terminating=True)]
+            )
+        ],
         wanted={"198.51.100.10/32"},
     ),
     "Local policy with a terminating endpoint that stopped serving withdraws": Case(
         service("web", ["198.51.100.10"], service_type="NodePort", external_traffic_policy="Local"),
-        [endpoint_slice("web", "IPv4", [endpoint("node-a", "192.0.2.50", ready=False, serving=False, terminating=True)])],
+        [
+            endpoint_slice(
+                "web", "IPv4", [endpoint("node-a", "192.0.2.50", ready=False, serving=False, terminating=True)]
+            )
+        ],
         not_wanted={("198.51.100.10", "noLocalEndpoint(IPv4)")},
     ),
     "Local policy with an endpoint whose conditions are unset counts it as ready": Case(
@@ -160,7 +168,9 @@ CASES = {
         service("web", ["198.51.100.10", "2001:db8:96::a"]),
         wanted={"198.51.100.10/32"},
         not_wanted={("2001:db8:96::a", "noPeerForFamily")},
-        config={"bgp": {"local_as": 64513, "router_id": "192.0.2.11", "peers": [{"address": "192.0.2.1", "peer_as": 1}]}},
+        config={
+            "bgp": {"local_as": 64513, "router_id": "192.0.2.11", "peers": [{"address": "192.0.2.1", "peer_as": 1}]}
+        },
     ),
     "an invalid cluster IP is skipped and the valid one still announced": Case(
         service("web", ["198.51.100.10", "2001:db8:96::a"])
@@ -197,7 +207,11 @@ def test_attributes_come_from_the_kind_over_the_defaults_then_from_annotations()
         ["198.51.100.10"],
         service_type="LoadBalancer",
         ingress=[{"ip": "198.51.100.130"}],
-        annotations={PREFIX + "med": "77", PREFIX + "large-communities": "64513:1:2 64513:1:1", PREFIX + "local-preference": "lots"},
+        annotations={
+            PREFIX + "med": "77",
+            PREFIX + "large-communities": "64513:1:2 64513:1:1",
+            PREFIX + "local-preference": "lots",
+        },
     )
     view, problems = service_view(obj, PREFIX)
     decision = decide(view, frozenset(), Policy.from_config(config))

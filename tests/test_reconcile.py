@@ -71,7 +71,9 @@ def test_every_bulk_line_stays_within_the_chunk_size_and_covers_each_prefix_once
     commands = render_commands(Plan(announce=announce), PEERS, 500)
     assert [len(command.prefixes) for command in commands] == [500, 500, 233]
     assert sorted(p for command in commands for p in command.prefixes) == sorted(announce)
-    assert all(command.line.startswith("neighbor 2001:db8::1 announce attributes next-hop self") for command in commands)
+    assert all(
+        command.line.startswith("neighbor 2001:db8::1 announce attributes next-hop self") for command in commands
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,163 @@
+"""End-to-end test support: one lab up at a time for the session, its prerequisites, bounded waits on FRR."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from announcer.lab.frr import Family, frr_missing_reason
+from announcer.lab.lab import TEST_PREFIX, Lab
+
+# What the trivial API process announces: every node the cluster IPs, only node-a the load-balancer IPs.
+STATIC_ROUTES = ("198.51.100.10/32", "2001:db8:96::a/128", "198.51.100.128/32@node-a", "2001:db8:1b::1/128@node-a")
+
+Rib = dict[str, dict[str, list[str]]]
+
+
+def require_lab_prerequisites() -> None:
+    """Fail (never skip) with a clear message when the lab cannot run here."""
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (network namespaces, veths, FRR): run them as root", pytrace=False)
+    reason = frr_missing_reason()
+    if reason is not None:
+        pytest.fail(f"lab tests need FRR: {reason}", pytrace=False)
+
+
+def static_api_command(*routes: str) -> str:
+    """The command line of the trivial API process announcing routes (PREFIX or PREFIX@NODE)."""
+    arguments = " ".join(f"--route {route}" for route in routes)
+    return f"{sys.executable} -m announcer.lab static-api {arguments}"
+
+
+class LabKeeper:
+    """Keeps at most one lab up for the test session (they share 192.0.2.254), replacing it on demand."""
+
+    def __init__(self, prefix: str = TEST_PREFIX) -> None:
+        self.prefix = prefix
+        self.current: Lab | None = None
+        self._kind: tuple[str | None, Path | None] | None = None
+        self.timings: list[dict[str, float]] = []
+
+    def get(self, announcer_command: str | None = None, seed_path: Path | None = None) -> Lab:
+        """A running lab with this API process and seed, reusing the current one when it matches."""
+        require_lab_prerequisites()
+        kind = (announcer_command, seed_path)
+        if self.current is not None and self._kind == kind:
+            self.heal()
+            return self.current
+        self.close()
+        lab = Lab(self.prefix, announcer_command=announcer_command, api_server=True, seed_path=seed_path)
+        print(f"lab {self.prefix}: starting, run directory {lab.run_dir}", file=sys.stderr)
+        lab.up()  # tears itself down when it fails
+        self.current, self._kind = lab, kind
+        return lab
+
+    def heal(self, timeout: float = 60.0) -> None:
+        """Restart ExaBGP where a test left it stopped, then wait for every session."""
+        lab = self.current
+        if lab is None:
+            return
+        for name in lab.nodes:
+            if lab.exabgp_pid(name) is None:
+                lab.stop_exabgp(name)
+                lab.start_exabgp(name)
+        lab.wait_established(timeout)
+
+    def close(self) -> list[str]:
+        """Tear the current lab down (by PID and namespace); returns what was cleaned up."""
+        lab, self.current, self._kind = self.current, None, None
+        if lab is None:
+            return []
+        notes = lab.down()
+        self.timings.append(dict(lab.timings))
+        print(f"lab {self.prefix}: down, timings {lab.timings}, logs in {lab.run_dir}", file=sys.stderr)
+        return notes
+
+
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@pytest.fixture(scope="session")
+def lab_keeper() -> Iterator[LabKeeper]:
+    """The session's lab keeper; whatever lab it holds is torn down at the end, on failure and on Ctrl-C."""
+    keeper = LabKeeper()
+    previous: Any = None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # SIGTERM would otherwise end pytest without running the teardown
+        previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        yield keeper
+    finally:
+        keeper.close()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def lab(lab_keeper: LabKeeper) -> Lab:
+    """The lab with the real announcer (the rendered exabgp.conf's process line) and an empty API server."""
+    return lab_keeper.get()
+
+
+@pytest.fixture
+def static_lab(lab_keeper: LabKeeper) -> Lab:
+    """The lab with a trivial API process announcing STATIC_ROUTES instead of the announcer."""
+    return lab_keeper.get(announcer_command=static_api_command(*STATIC_ROUTES))
+
+
+@pytest.fixture
+def api(lab: Lab) -> Any:
+    """The stand-in Kubernetes API server (FakeApiServer) of the real-announcer lab, on 192.0.2.254:6443."""
+    return lab.api
+
+
+def wait_for_rib(
+    lab: Lab,
+    family: Family,
+    predicate: Callable[[Rib], bool],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> Rib:
+    """Poll FRR's RIB of one family ({neighbour: {prefix: [next-hops]}}) until predicate holds; fail at timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rib = lab.rib(family)
+        if predicate(rib):
+            return rib
+        if time.monotonic() > deadline:
+            pytest.fail(f"{family} RIB: {what} not reached within {timeout:.0f} s; FRR has {rib}", pytrace=False)
+        time.sleep(interval)
+
+
+def wait_for_rib_equal(lab: Lab, family: Family, expected: Rib, timeout: float = 30.0) -> Rib:
+    """Wait until FRR's RIB of one family is exactly expected ({neighbour: {prefix: [next-hops]}})."""
+    wanted = {peer: {prefix: sorted(hops) for prefix, hops in routes.items()} for peer, routes in expected.items()}
+    wanted = {peer: routes for peer, routes in wanted.items() if routes}
+    return wait_for_rib(lab, family, lambda rib: rib == wanted, timeout=timeout, what=f"exactly {wanted}")
+
+
+def wait_for_routes(
+    lab: Lab, family: Family, expected: Mapping[str, Collection[str]], timeout: float = 30.0
+) -> dict[str, list[str]]:
+    """Wait until FRR's routes of one family are exactly {prefix: next-hops} (next-hops over every neighbour)."""
+    wanted = {prefix: sorted(hops) for prefix, hops in expected.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        routes = lab.routes(family)
+        if routes == wanted:
+            return routes
+        if time.monotonic() > deadline:
+            pytest.fail(f"{family} routes: wanted {wanted} within {timeout:.0f} s, FRR has {routes}", pytrace=False)
+        time.sleep(0.2)

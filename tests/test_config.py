@@ -1,0 +1,138 @@
+"""Configuration: validation that names the key, the exit code, and exabgp.conf rendered from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from announcer.config import ConfigError, load_config, parse_config
+from announcer.exabgp_conf import render_exabgp_conf
+from tests.conftest import BASE_CONFIG, make_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "announcer.yaml"
+
+
+def test_the_checked_in_exabgp_conf_is_the_rendering_of_the_example_config() -> None:
+    """No second hand-kept list of peers: exabgp.conf must match 'announcer exabgp-conf' of the example."""
+    rendered = subprocess.run(
+        [sys.executable, "-m", "announcer", "exabgp-conf", "--config", str(EXAMPLE),
+         "--config-path", "/etc/announcer/announcer.yaml"],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
+    ).stdout  # fmt: skip
+    assert rendered == (ROOT / "exabgp.conf").read_text()
+
+
+def test_each_peer_gets_a_neighbour_block_with_only_its_own_family() -> None:
+    text = render_exabgp_conf(make_config(), "/etc/announcer.yaml")
+    blocks = text.split("\nneighbor ")[1:]
+    assert [block.split(" ", 1)[0] for block in blocks] == ["192.0.2.1", "192.0.2.5", "2001:db8::1"]
+    for block in blocks:
+        family = "ipv6" if block.startswith("2001") else "ipv4"
+        other = "ipv4" if family == "ipv6" else "ipv6"
+        assert f"{family} unicast;" in block
+        assert f"{other} unicast" not in block
+        assert "processes [ announcer ];" in block
+
+
+def test_graceful_restart_renders_manual_end_of_rib() -> None:
+    text = render_exabgp_conf(make_config(bgp={"graceful_restart": 120}), "/x.yaml")
+    assert text.count("manual-eor true;") == 3
+    assert text.count("graceful-restart 120;") == 3
+
+
+def test_a_password_from_the_environment_reaches_exabgp_conf_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PEER_SECRET", "s3cret-pass")
+    config = make_config(
+        bgp={"peers": [{"address": "192.0.2.1", "peer_as": 64512, "password": {"env": "PEER_SECRET"}}]}
+    )
+    peer = config.bgp.peers[0]
+    assert peer.password is not None
+    text = render_exabgp_conf(config, "/x.yaml", {"192.0.2.1": peer.password.read()})
+    assert 'md5-password "s3cret-pass";' in text
+    assert "s3cret-pass" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bgp": {**BASE_CONFIG["bgp"], "local_as": 0}}, "bgp.local_as: Input should be greater than or equal to 1"),
+        ({"bgp": {**BASE_CONFIG["bgp"], "peers": []}}, "bgp.peers: List should have at least 1 item"),
+        ({"bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "192.0.2.300", "peer_as": 1}]}}, "bgp.peers.0.address"),
+        ({"bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "192.0.2.1", "peer_as": 1, "local_address": "2001:db8::2"}]}},
+         "local_address and address must be of the same family"),
+        ({"bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "192.0.2.1", "peer_as": 1}] * 2}}, "declared twice"),
+        ({"bgp": {**BASE_CONFIG["bgp"], "hold_time": 2}}, "bgp.hold_time: Value error, must be 0 or between 3"),
+        ({"announce": {"external_ips": {"enabled": True, "allowlist": ["198.51.100.1/24"]}}},
+         "announce.external_ips.allowlist"),
+        ({"announce": {"service_label_selector": "app=web;shutdown"}}, "announce.service_label_selector"),
+        ({"announce": {"annotation_prefix": "bad prefix"}}, "announce.annotation_prefix"),
+        ({"attributes": {"default": {"communities": ["65536:1"]}}}, "attributes.default.communities"),
+        ({"attributes": {"default": {"large_communities": ["1:2"]}}}, "attributes.default.large_communities"),
+        ({"attributes": {"default": {"med": -1}}}, "attributes.default.med"),
+        ({"speaker": {"prefixes_per_line": 100000}}, "speaker.prefixes_per_line"),
+        ({"tpyo": 1}, "tpyo: unknown key"),
+        ({"bgp": {**BASE_CONFIG["bgp"], "routerid": "1.2.3.4"}}, "bgp.routerid: unknown key"),
+        ({"node_name": "Node_A"}, "node_name: Value error, must be a DNS subdomain name"),
+    ],
+    ids=[
+        "AS zero", "no peers", "a peer address that is not an address", "a local address of the other family",
+        "a peer declared twice", "a hold time of two seconds", "an allowlist CIDR with host bits",
+        "a label selector with a semicolon", "an annotation prefix with a space", "a community half over 65535",
+        "a large community with two parts", "a negative MED", "a chunk size over the limit", "an unknown top-level key",
+        "a misspelt key", "a node name with capitals",
+    ],
+)  # fmt: skip
+def test_a_bad_configuration_is_refused_with_the_key_named(change: dict[str, object], message: str) -> None:
+    document = {**BASE_CONFIG, **change}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, "announcer.yaml", environ={})
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("announcer.yaml: ")
+
+
+def test_node_name_and_router_id_come_from_the_environment() -> None:
+    config = parse_config(BASE_CONFIG, "c", environ={"NODE_NAME": "node-b", "ROUTER_ID": "192.0.2.12"})
+    assert config.node == "node-b"
+    assert str(config.bgp.router_id) == "192.0.2.12"
+
+
+@pytest.mark.parametrize("command", ["check-config", "exabgp-conf", "run"])
+def test_every_command_exits_2_on_a_bad_configuration_naming_the_key(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "announcer.yaml"
+    path.write_text(
+        yaml.safe_dump({**BASE_CONFIG, "bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "x", "peer_as": 1}]}})
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "announcer", command, "--config", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "bgp.peers.0.address" in result.stderr
+    assert result.stdout == ""
+
+
+def test_yaml_that_does_not_parse_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "announcer.yaml"
+    path.write_text("bgp: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path, environ={})
+
+
+def test_the_example_configuration_is_valid() -> None:
+    config = load_config(EXAMPLE, environ={})
+    assert {str(peer.address) for peer in config.bgp.peers} == {"192.0.2.1", "2001:db8::1"}
+
+
+def test_run_without_a_node_name_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "announcer.yaml"
+    path.write_text(yaml.safe_dump({key: value for key, value in BASE_CONFIG.items() if key != "node_name"}))
+    result = subprocess.run(
+        [sys.executable, "-m", "announcer", "run", "--config", str(path)],
+        capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "node_name: not set" in result.stderr

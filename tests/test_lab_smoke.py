@@ -1,0 +1,151 @@
+"""Smoke tests of the lab: sessions per family, a trivial API process's routes in FRR, controls, clean teardown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from announcer.lab import frr, netns
+from announcer.lab.lab import API_ADDRESS, API_URL, Lab
+from tests import lab_support
+from tests.lab_support import LabKeeper, wait_for_rib_equal
+
+pytestmark = pytest.mark.lab
+# The lab fixtures, brought into this module so pytest finds them (tests/conftest.py is not the lab's).
+lab_keeper = lab_support.lab_keeper
+static_lab = lab_support.static_lab
+
+EXPECTED_IPV4 = {
+    "192.0.2.11": {"198.51.100.10/32": ["192.0.2.11"], "198.51.100.128/32": ["192.0.2.11"]},
+    "192.0.2.12": {"198.51.100.10/32": ["192.0.2.12"]},
+}
+EXPECTED_IPV6 = {
+    "2001:db8::11": {"2001:db8:96::a/128": ["2001:db8::11"], "2001:db8:1b::1/128": ["2001:db8::11"]},
+    "2001:db8::12": {"2001:db8:96::a/128": ["2001:db8::12"]},
+}
+
+
+def test_a_missing_frr_is_reported_with_the_command_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without zebra and bgpd the lab names what is missing and how to install it, instead of skipping."""
+    monkeypatch.setattr(frr, "FRR_BIN_DIR", tmp_path)
+    reason = frr.frr_missing_reason()
+    assert reason is not None
+    assert str(tmp_path / "bgpd") in reason
+    assert "apt-get install -y frr" in reason
+
+
+def test_every_node_has_one_ipv4_and_one_ipv6_session_established_with_frr(static_lab: Lab) -> None:
+    """Each node peers over IPv4 for ipv4 unicast only and over IPv6 for ipv6 unicast only."""
+    neighbors = static_lab.frr().neighbors()
+    for node in static_lab.nodes.values():
+        for family, address, other in (("ipv4", node.ipv4, "ipv6Unicast"), ("ipv6", node.ipv6, "ipv4Unicast")):
+            info = neighbors[address]
+            assert info["bgpState"] == "Established", f"{node.name} {family}: {info['bgpState']}"
+            assert info["hostForeign"] == address
+            assert info["remoteRouterId"] == node.router_id
+            assert set(info["addressFamilyInfo"]) == {f"{family}Unicast"}, f"{other} must not be negotiated"
+
+
+def test_frr_learns_the_trivial_api_process_routes_on_the_session_of_their_family(static_lab: Lab) -> None:
+    """IPv4 prefixes arrive only on IPv4 sessions and IPv6 ones only on IPv6 sessions, next-hop the node."""
+    wait_for_rib_equal(static_lab, "ipv4", EXPECTED_IPV4)
+    wait_for_rib_equal(static_lab, "ipv6", EXPECTED_IPV6)
+    assert static_lab.received_routes("node-b", "ipv4") == {"198.51.100.10/32": ["192.0.2.12"]}
+    assert static_lab.received_routes("node-b", "ipv6") == {"2001:db8:96::a/128": ["2001:db8::12"]}
+    assert static_lab.routes("ipv4")["198.51.100.10/32"] == ["192.0.2.11", "192.0.2.12"], "ECMP across nodes"
+
+
+def test_nodes_reach_the_stand_in_api_server_and_their_api_process_gets_the_node_environment(
+    static_lab: Lab,
+) -> None:
+    """From inside a node the kubeconfig's server answers, and ExaBGP's child sees NODE_NAME and KUBECONFIG."""
+    probe = (
+        "import os, urllib.request, yaml;"
+        "config = yaml.safe_load(open(os.environ['KUBECONFIG']));"
+        "server = config['clusters'][0]['cluster']['server'];"
+        "print(server, urllib.request.urlopen(server + '/version', timeout=5).status)"
+    )
+    for name in static_lab.nodes:
+        output = static_lab.run_in_node(name, [sys.executable, "-c", probe]).stdout.split()
+        assert output == [API_URL, "200"]
+        pid = static_lab.announcer_pid(name, timeout=5.0)
+        assert pid is not None
+        environment = dict(
+            entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry
+        )
+        assert environment["NODE_NAME"] == name
+        assert environment["ROUTER_ID"] == static_lab.node(name).router_id
+        assert Path(environment["KUBECONFIG"]).read_text().count(API_URL) == 1
+
+
+def test_the_lab_controls_respawn_the_api_process_reset_sessions_and_restart_exabgp(static_lab: Lab) -> None:
+    """Killing the API process, `clear bgp *`, SIGTERM to ExaBGP and a restart all end with the same routes."""
+    killed = static_lab.kill_announcer("node-a")
+    respawned = static_lab.announcer_pid("node-a", timeout=10.0, other_than=killed)
+    assert respawned is not None
+    assert respawned != killed
+    wait_for_rib_equal(static_lab, "ipv4", EXPECTED_IPV4)
+
+    established_before = {peer: info["connectionsEstablished"] for peer, info in static_lab.frr().neighbors().items()}
+    static_lab.clear_bgp()
+    static_lab.wait_for(
+        lambda lab: all(
+            info["bgpState"] == "Established" and info["connectionsEstablished"] > established_before[peer]
+            for peer, info in lab.frr().neighbors().items()
+        ),
+        timeout=60.0,
+    )
+    wait_for_rib_equal(static_lab, "ipv6", EXPECTED_IPV6)
+
+    terminated = static_lab.signal_exabgp("node-b", signal.SIGTERM)
+    assert static_lab.wait_exabgp_exit("node-b", timeout=10.0)
+    assert static_lab.exabgp_pid("node-b") is None
+    wait_for_rib_equal(static_lab, "ipv4", {"192.0.2.11": EXPECTED_IPV4["192.0.2.11"]})
+    static_lab.start_exabgp("node-b")
+    static_lab.wait_established(60.0)
+    wait_for_rib_equal(static_lab, "ipv4", EXPECTED_IPV4)
+
+    old_pid = static_lab.exabgp_pid("node-b")
+    assert old_pid not in (None, terminated)
+    static_lab.restart_exabgp("node-b")
+    assert static_lab.exabgp_pid("node-b") not in (None, old_pid)
+    static_lab.wait_established(60.0)
+    wait_for_rib_equal(static_lab, "ipv4", EXPECTED_IPV4)
+    wait_for_rib_equal(static_lab, "ipv6", EXPECTED_IPV6)
+
+
+def test_down_leaves_no_namespace_link_address_or_process_behind(lab_keeper: LabKeeper, static_lab: Lab) -> None:
+    """After down() nothing the lab started runs, and no namespace, link, address or state file remains."""
+    assert static_lab.state is not None
+    state_file = static_lab.state.path
+    records = list(static_lab.state.processes)
+    pids = {record.pid for record in records}
+    for name in static_lab.nodes:
+        child = static_lab.announcer_pid(name, timeout=5.0)
+        assert child is not None
+        pids.add(child)
+    assert {record.name for record in records} >= {"frr-zebra", "frr-bgpd", "exabgp-node-a", "exabgp-node-b"}
+
+    lab_keeper.close()
+
+    assert [pid for pid in pids if netns.is_alive(pid)] == []
+    assert [name for name in netns.list_namespaces() if name.startswith(static_lab.prefix)] == []
+    assert netns.links_with_prefix(static_lab.prefix) == []
+    assert netns.addresses_on_other_links(API_ADDRESS, "") == []
+    assert not state_file.exists()
+    ours = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                command_line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(static_lab.run_dir) in command_line:
+                ours.append(command_line)
+    assert ours == [], json.dumps(ours, indent=1)
