@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -293,7 +294,9 @@ class Config(_Strict):
     watch: Watch = Field(default_factory=Watch)
     speaker: Speaker = Field(default_factory=Speaker)
     metrics: Metrics = Field(default_factory=Metrics)
-    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level; logs go to stderr (stdout is ExaBGP's command pipe)."
+    )
 
     @field_validator("node_name")
     @classmethod
@@ -358,3 +361,39 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return parse_config(data, str(path), environ)
+
+
+def _type_text(annotation: Any) -> str:
+    """A short, Markdown-safe name of a field's type."""
+    text = str(annotation)
+    for noise in ("typing.", "ipaddress.", "pathlib.", "announcer.config.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    text = re.sub(r"Annotated\[int, FieldInfo\(.*?\)\]", "int", text)
+    return text.replace(" | ", " or ").replace("|", " or ")
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds, directly, in a list, or as an optional."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Markdown table rows documenting every configuration key, from the models' own descriptions."""
+    rows: list[str] = []
+    for name, info in model.model_fields.items():
+        nested = _nested_model(info.annotation)
+        key = f"{prefix}{name}" + ("[]" if get_origin(info.annotation) is list and nested else "")
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = "see below" if nested else f"`{info.default_factory()!r}`"  # type: ignore[call-arg]
+        else:
+            default = f"`{info.default!r}`"
+        description = (info.description or (nested.__doc__ if nested else "") or "").strip().replace("|", "or")
+        rows.append(f"| `{key}` | {_type_text(info.annotation)} | {default} | {description} |")
+        if nested is not None:
+            rows.extend(config_reference(nested, key + "."))
+    return rows

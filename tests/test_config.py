@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from announcer.config import ConfigError, load_config, parse_config
+from announcer.config import ConfigError, config_reference, load_config, parse_config
 from announcer.exabgp_conf import render_exabgp_conf
 from tests.conftest import BASE_CONFIG, make_config
 
@@ -136,3 +136,11 @@ def test_run_without_a_node_name_exits_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "node_name: not set" in result.stderr
+
+
+def test_the_readme_configuration_reference_documents_every_key() -> None:
+    """The README's table is the models' own documentation; regenerate it when a setting changes."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- config-reference:start -->\n")[1].split("\n<!-- config-reference:end -->")[0]
+    expected = "\n".join(["| key | type | default | meaning |", "|---|---|---|---|", *config_reference()])
+    assert table == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import ipaddress
 import logging
 import os
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -206,6 +207,7 @@ class Lab:
             for index, name in enumerate(nodes)
         }
         self.state: LabState | None = None
+        self._address_lock: TextIO | None = None
         self.router: FrrRouter | None = None
         self.api: Any = None
         self.timings: dict[str, float] = {}
@@ -228,6 +230,7 @@ class Lab:
         """Build the network, start the API server (if asked), FRR and every ExaBGP; wait for the sessions."""
         started = time.monotonic()
         self._preflight()
+        self._take_address_lock()
         self._create_run_dir()
         self.state = LabState.for_prefix(self.prefix, self._state_dir)
         self.state.run_dir = str(self.run_dir)
@@ -253,6 +256,28 @@ class Lab:
             raise
         log.info("lab %s up in %.2f s (run directory %s)", self.prefix, time.monotonic() - started, self.run_dir)
         return self
+
+    def _take_address_lock(self) -> None:
+        """Every lab uses the same addresses (192.0.2.254 in the root namespace): one lab at a time per machine.
+
+        A second lab (a benchmark beside a test run) waits here; the kernel drops the lock if its holder dies.
+        """
+        if self._address_lock is not None:
+            return
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        lock = (self._state_dir / "addresses.lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another lab holds the lab addresses; waiting for it to go down")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        self._address_lock = lock
+
+    def _release_address_lock(self) -> None:
+        if self._address_lock is not None:
+            fcntl.flock(self._address_lock, fcntl.LOCK_UN)
+            self._address_lock.close()
+            self._address_lock = None
 
     def _preflight(self) -> None:
         if os.geteuid() != 0:
@@ -587,6 +612,7 @@ class Lab:
             notes += netns.teardown(self.state, self.prefix)
             self.state = None
         self.timings["down"] = time.monotonic() - started
+        self._release_address_lock()
         if self._atexit_registered:
             atexit.unregister(self._down_at_exit)
             self._atexit_registered = False
