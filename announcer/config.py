@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
 
@@ -117,30 +117,27 @@ class Bgp(_Strict):
         return [peer for peer in self.peers if peer.family == family]
 
 
-def _parse_cidrs(values: list[str], key: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def _parse_cidrs(values: Any) -> Any:
+    """A list of CIDR strings as networks, host bits refused; anything else is left to pydantic."""
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        return values
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for value in values:
         try:
             networks.append(ipaddress.ip_network(value, strict=True))
         except ValueError as error:
-            raise ValueError(f"{key}: {value!r} is not a CIDR ({error})") from error
+            raise ValueError(f"{value!r} is not a CIDR ({error})") from error
     return networks
+
+
+Cidrs = Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], BeforeValidator(_parse_cidrs)]
 
 
 class AddressSource(_Strict):
     """An address kind taken from user-set fields; announced only inside the allowlist (CVE-2020-8554)."""
 
     enabled: bool = Field(default=False, description="Announce this kind at all.")
-    allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
-        default_factory=list, description="CIDRs an address must fall in; empty announces none."
-    )
-
-    @field_validator("allowlist", mode="before")
-    @classmethod
-    def _cidrs(cls, values: Any) -> Any:
-        if isinstance(values, list) and all(isinstance(value, str) for value in values):
-            return _parse_cidrs(values, "allowlist")
-        return values
+    allowlist: Cidrs = Field(default_factory=list, description="CIDRs an address must fall in; empty announces none.")
 
 
 class Announce(_Strict):
@@ -156,7 +153,7 @@ class Announce(_Strict):
     load_balancer_ips: AddressSource = Field(
         default_factory=AddressSource, description="status.loadBalancer.ingress[].ip (ipMode Proxy skipped)."
     )
-    service_cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+    service_cidrs: Cidrs = Field(
         default_factory=list, description="Aggregates announced from every node (Calico's serviceClusterIPs)."
     )
     service_label_selector: str = Field(
@@ -168,13 +165,6 @@ class Announce(_Strict):
         description="Prefix of the per-Service annotations: opt-out, communities, large-communities, "
         "local-preference, med.",
     )
-
-    @field_validator("service_cidrs", mode="before")
-    @classmethod
-    def _cidrs(cls, values: Any) -> Any:
-        if isinstance(values, list) and all(isinstance(value, str) for value in values):
-            return _parse_cidrs(values, "service_cidrs")
-        return values
 
     @field_validator("service_label_selector")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from announcer.model import (
@@ -81,24 +81,32 @@ def parse_service_address(value: Any) -> IPAddress:
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
-def _addresses(values: Any, field: str, where: str, problems: list[Problem]) -> list[IPAddress]:
+def _parse_addresses(
+    candidates: Iterable[tuple[str, Any]], where: str, problems: list[Problem]
+) -> list[tuple[str, IPAddress]]:
+    """(field, address) for each candidate that is a valid service address, first occurrence only."""
+    addresses: list[tuple[str, IPAddress]] = []
+    for field, value in candidates:
+        try:
+            address = parse_service_address(value)
+        except ValueError as error:
+            problems.append(Problem(where, field, str(error)))
+            continue
+        if all(address != seen for _, seen in addresses):
+            addresses.append((field, address))
+    return addresses
+
+
+def _list_field(values: Any, field: str, where: str, problems: list[Problem]) -> list[tuple[str, Any]]:
+    """(field[index], item) of a list field, bounded; a problem if it is not a list."""
     if values is None:
         return []
     if not isinstance(values, list):
         problems.append(Problem(where, field, "must be a list"))
         return []
-    addresses: list[IPAddress] = []
-    for index, value in enumerate(values[:MAX_LIST_ITEMS]):
-        try:
-            address = parse_service_address(value)
-        except ValueError as error:
-            problems.append(Problem(where, f"{field}[{index}]", str(error)))
-            continue
-        if address not in addresses:
-            addresses.append(address)
     if len(values) > MAX_LIST_ITEMS:
         problems.append(Problem(where, field, f"more than {MAX_LIST_ITEMS} entries; the rest are ignored"))
-    return addresses
+    return [(f"{field}[{index}]", value) for index, value in enumerate(values[:MAX_LIST_ITEMS])]
 
 
 def _cluster_ips(spec: Mapping[str, Any], where: str, problems: list[Problem]) -> tuple[bool, list[IPAddress]]:
@@ -111,41 +119,24 @@ def _cluster_ips(spec: Mapping[str, Any], where: str, problems: list[Problem]) -
     if values == ["None"] or spec.get("clusterIP") == "None":
         return True, []
     chosen: list[IPAddress] = []
-    for index, address in enumerate(_addresses(values, field, where, problems)):
+    for item_field, address in _parse_addresses(_list_field(values, field, where, problems), where, problems):
         if any(family_of(other) == family_of(address) for other in chosen):
-            problems.append(Problem(where, f"{field}[{index}]", f"a second {family_of(address).label} address"))
+            problems.append(Problem(where, item_field, f"a second {family_of(address).label} address"))
             continue
         chosen.append(address)
     return False, chosen
 
 
 def _load_balancer_ips(status: Any, where: str, problems: list[Problem]) -> list[IPAddress]:
-    if not isinstance(status, Mapping):
-        return []
-    load_balancer = status.get("loadBalancer")
+    """status.loadBalancer.ingress[].ip, skipping hostname-only entries and ipMode Proxy."""
+    load_balancer = status.get("loadBalancer") if isinstance(status, Mapping) else None
     ingress = load_balancer.get("ingress") if isinstance(load_balancer, Mapping) else None
-    if ingress is None:
-        return []
-    if not isinstance(ingress, list):
-        problems.append(Problem(where, "status.loadBalancer.ingress", "must be a list"))
-        return []
-    wanted = []
-    for index, entry in enumerate(ingress[:MAX_LIST_ITEMS]):
-        if not isinstance(entry, Mapping) or entry.get("ip") is None:
-            continue  # hostname-only ingress: nothing to announce
-        if entry.get("ipMode") == "Proxy":
-            continue
-        wanted.append((index, entry.get("ip")))
-    addresses: list[IPAddress] = []
-    for index, value in wanted:
-        try:
-            address = parse_service_address(value)
-        except ValueError as error:
-            problems.append(Problem(where, f"status.loadBalancer.ingress[{index}].ip", str(error)))
-            continue
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
+    candidates = [
+        (f"{field}.ip", entry.get("ip"))
+        for field, entry in _list_field(ingress, "status.loadBalancer.ingress", where, problems)
+        if isinstance(entry, Mapping) and entry.get("ip") is not None and entry.get("ipMode") != "Proxy"
+    ]
+    return [address for _, address in _parse_addresses(candidates, where, problems)]
 
 
 def _traffic_local(spec: Mapping[str, Any], field: str, where: str, problems: list[Problem]) -> bool:
@@ -240,7 +231,12 @@ def service_view(obj: Mapping[str, Any], annotation_prefix: str) -> tuple[Servic
             service_type=service_type,
             headless=headless,
             cluster_ips=tuple(cluster_ips),
-            external_ips=tuple(_addresses(spec.get("externalIPs"), "spec.externalIPs", where, problems)),
+            external_ips=tuple(
+                address
+                for _, address in _parse_addresses(
+                    _list_field(spec.get("externalIPs"), "spec.externalIPs", where, problems), where, problems
+                )
+            ),
             load_balancer_ips=tuple(_load_balancer_ips(obj.get("status"), where, problems)),
             external_traffic_local=_traffic_local(spec, "externalTrafficPolicy", where, problems),
             internal_traffic_local=_traffic_local(spec, "internalTrafficPolicy", where, problems),
