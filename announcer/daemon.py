@@ -19,6 +19,7 @@ from announcer.convert import ObjectError, object_key, service_view, slice_view
 from announcer.desired import DesiredTable, ObjectKey, Policy
 from announcer.exabgp import ExaBgpPipe, PipeClosed
 from announcer.kube import Backoff, Changed, Relisted, Resource, ResourceWatcher, WatchEvent, make_api_client
+from announcer.metrics import DaemonMetrics
 from announcer.model import Attributes, Family, IPAddress, Prefix, Problem
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
@@ -267,12 +268,15 @@ def run_daemon(config: Config) -> int:
     )
     pipe.start()
     announcer = Announcer(config, pipe, events)
+    metrics = None if config.metrics.listen is None else DaemonMetrics(announcer, pipe, config.metrics.listen)
+    if metrics is not None:
+        announcer.on_commands = metrics.commands_written
     api_client = make_api_client(config.watch.kubeconfig)
     watchers = [
         ResourceWatcher(
             resource,
             api_client,
-            events.put,
+            events.put if metrics is None else metrics.stamping(events.put),
             stop,
             label_selector=config.announce.service_label_selector if resource is Resource.SERVICES else "",
             page_size=config.watch.page_size,
@@ -282,15 +286,20 @@ def run_daemon(config: Config) -> int:
         )
         for resource in Resource
     ]
+    if metrics is not None:
+        metrics.serve(watchers)
     for watcher in watchers:
         watcher.start()
     log.info("announcer started for node %s with %d peers", config.node, len(config.bgp.peers))
     try:
         while not stop.is_set() and not pipe.closed.is_set():
-            for event in _gather(events, 0.5, config.speaker.batch_delay):
+            batch = _gather(events, 0.5, config.speaker.batch_delay)
+            for event in batch:
                 announcer.handle(event)
             if not stop.is_set():
                 announcer.sync(stop)
+                if metrics is not None:
+                    metrics.iterated(batch)
         if stop.is_set() and not pipe.closed.is_set():
             announcer.withdraw_all()
             if not pipe.drain(config.speaker.shutdown_timeout):

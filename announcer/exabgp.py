@@ -54,6 +54,7 @@ class ExaBgpPipe:
         self.closed = threading.Event()
         self.shutdown_requested = threading.Event()
         self.sent_total = 0
+        self.last_write_at: float | None = None  # time.monotonic() of the last command written (liveness)
         self.acks_total: dict[str, int] = {"done": 0, "error": 0, "timeout": 0}
         self._reader = threading.Thread(target=self._read_answers, name="exabgp-reader", daemon=True)
 
@@ -112,6 +113,7 @@ class ExaBgpPipe:
                 self._close(f"writing to ExaBGP failed: {error}")
                 raise PipeClosed(str(error)) from None
         self.sent_total += 1
+        self.last_write_at = time.monotonic()
 
     def _expire_overdue(self) -> None:
         """Give up on acks that never came (ExaBGP 4.2 sends none for some bad lines); lock held."""
