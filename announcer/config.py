@@ -266,10 +266,38 @@ class Speaker(_Strict):
     )
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """'HOST:PORT' to an address and a port: HOST an IP address (IPv6 in brackets), empty for 0.0.0.0."""
+    host, separator, port_text = text.rpartition(":")
+    if not separator:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError(f"{text!r}: only IPv6 addresses go in brackets")
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, as [ADDRESS]:PORT")
+    if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    host = host or "0.0.0.0"  # noqa: S104  (an empty host means every address, as in Prometheus exporters)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: the host must be an IP address, not a name") from None
+    return host, int(port_text)
+
+
 class Metrics(_Strict):
     """The Prometheus and health endpoint."""
 
     listen: str | None = Field(default=None, description="'HOST:PORT' for /metrics, /healthz, /readyz; unset: off.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
 
 
 class Config(_Strict):

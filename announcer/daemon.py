@@ -76,7 +76,9 @@ class Announcer:
         self.synced_at: float | None = None
         self.problems: dict[tuple[str, ObjectKey], tuple[Problem, ...]] = {}
         self.on_commands: Callable[[list[Command], float], None] | None = None
-        self._eor_sent: set[str] = set()
+        self.retry: set[Prefix] = set()
+        self.retry_at: float | None = None
+        self.retry_backoff = Backoff(1.0, 30.0)
 
     # --- events --------------------------------------------------------------------------------------------
     def handle(self, event: LoopEvent) -> None:
@@ -157,18 +159,33 @@ class Announcer:
             self.problems.pop((kind, key), None)
 
     def _ack_failed(self, command: Command) -> None:
+        """ExaBGP refused a command (ExaBGP 5.0 refuses IPv6 'next-hop self' while it does not know its local
+        address yet): its routes are not counted as held, and are tried again after a backoff or when a
+        session comes up."""
         for prefix in command.prefixes:
             if command.action is Action.ANNOUNCE and self.announced.get(prefix) == command.attributes:
                 del self.announced[prefix]
             elif command.action is Action.WITHDRAW and prefix not in self.announced:
                 self.announced[prefix] = UNKNOWN_ATTRIBUTES
+        self.retry.update(command.prefixes)
+        if self.retry_at is None:
+            self.retry_at = time.monotonic() + self.retry_backoff.next_delay()
 
     def _neighbour_up(self, peer: str) -> None:
-        """With graceful restart, a session that (re)starts after the first sync gets its End-of-RIB."""
-        if self.synced:
+        """A session came up: retry what ExaBGP refused now; with graceful restart, send its End-of-RIB."""
+        self.retry_backoff.reset()
+        if self.retry:
+            self.retry_at = time.monotonic()
+        if self.synced and self.config.bgp.graceful_restart is not None:
             for line in end_of_rib_commands({family: [a for a in peers if str(a) == peer]
                                              for family, peers in self.peers.items()}):  # fmt: skip
                 self.pipe.send(line)
+
+    def _due_retries(self) -> set[Prefix]:
+        if self.retry_at is None or time.monotonic() < self.retry_at:
+            return set()
+        due, self.retry, self.retry_at = self.retry, set(), None
+        return due
 
     # --- commands ------------------------------------------------------------------------------------------
     def ready_to_sync(self) -> bool:
@@ -192,7 +209,8 @@ class Announcer:
                 len(plan.withdraw),
             )
         else:
-            plan = plan_changes(self.table.take_dirty(), self.table.desired_attributes, self.announced)
+            prefixes = self.table.take_dirty() | self._due_retries()
+            plan = plan_changes(prefixes, self.table.desired_attributes, self.announced)
         self._send(plan, stop, started)
         if not self.synced:
             self.synced = True

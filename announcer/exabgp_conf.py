@@ -22,6 +22,7 @@ DEFAULT_ENVIRONMENT: dict[str, str] = {
     "exabgp.log.rib": "false",
     "exabgp.log.message": "false",
     "exabgp.log.network": "true",
+    "exabgp.log.configuration": "false",  # at DEBUG it would print md5-password lines
     "exabgp.log.processes": "true",
     "exabgp.log.reactor": "true",
     "exabgp.reactor.speed": "0.1",
@@ -64,10 +65,10 @@ def _neighbour_block(config: Config, peer: Peer, password: str | None) -> list[s
         "    }",
         "    api {",
         f"        processes [ {PROCESS_NAME} ];",
+        "        neighbor-changes;",
+        "    }",
+        "}",
     ]
-    if config.bgp.graceful_restart is not None:
-        lines.append("        neighbor-changes;")
-    lines += ["    }", "}"]
     return lines
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import socket
@@ -18,7 +17,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import prometheus_client
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from announcer.config import ConfigError
+from announcer.config import ConfigError, parse_listen
 from announcer.desired import DesiredTable
 from announcer.exabgp import ExaBgpPipe
 from announcer.kube import Changed, Relisted, ResourceWatcher, WatchEvent
@@ -55,27 +54,6 @@ class LoopState(Protocol):
 
     @property
     def synced_at(self) -> float | None: ...
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """'HOST:PORT' to an address and a port: HOST an IP address (IPv6 in brackets), empty for 0.0.0.0."""
-    host, separator, port_text = text.rpartition(":")
-    if not separator:
-        raise ConfigError(f"metrics.listen: {text!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if ":" not in host:
-            raise ConfigError(f"metrics.listen: {text!r}: only IPv6 addresses go in brackets")
-    elif ":" in host:
-        raise ConfigError(f"metrics.listen: {text!r}: write an IPv6 address in brackets, as [ADDRESS]:PORT")
-    if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
-        raise ConfigError(f"metrics.listen: {text!r}: the port must be a number from 1 to 65535")
-    host = host or "0.0.0.0"  # noqa: S104  (an empty host means every address, as in Prometheus exporters)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(f"metrics.listen: {text!r}: the host must be an IP address, not a name") from None
-    return host, int(port_text)
 
 
 class _PipeCollector:
@@ -147,7 +125,7 @@ class DaemonMetrics:
     ) -> None:
         self.state = state
         self.pipe = pipe
-        self.listen = parse_listen(listen)
+        self.listen = parse_listen(listen)  # validated by the configuration already
         self.healthy_within = healthy_within
         self._clock = clock
         self._wall_clock = wall_clock

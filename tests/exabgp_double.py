@@ -33,6 +33,7 @@ class ExaBgpDouble:
         *,
         held: list[str] | None = None,
         ack_delay: float = 0.0,
+        refuse: Callable[[str], bool] | None = None,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "announcer.yaml"
@@ -40,6 +41,7 @@ class ExaBgpDouble:
         (tmp / "kubeconfig").write_text(kubeconfig_text(api_url))
         self.held = held or []
         self.ack_delay = ack_delay
+        self.refuse = refuse  # lines answered 'error', as ExaBGP does for what it cannot take yet
         self.lines: list[str] = []
         self.rib: dict[str, dict[str, str]] = {}  # neighbour -> prefix -> attribute words
         self.errors: list[str] = []
@@ -83,6 +85,9 @@ class ExaBgpDouble:
                     for held in self.held:
                         self._answer(held)
                     self._answer("done")
+                elif self.refuse is not None and self.refuse(line):
+                    self.errors.append(line)
+                    self._answer("error")
                 elif self._apply(line) or " announce eor " in line:
                     self._answer("done")
                 else:
@@ -111,6 +116,11 @@ class ExaBgpDouble:
                 else:
                     table.pop(prefix, None)
         return True
+
+    def tell(self, line: str) -> None:
+        """Write an unsolicited line to the announcer, as ExaBGP does for neighbour events."""
+        with self._lock:
+            self._answer(line)
 
     # --- assertions helpers ------------------------------------------------------------------------------
     def prefixes(self, neighbour: str) -> set[str]:

@@ -240,3 +240,32 @@ def test_graceful_restart_sends_end_of_rib_only_after_the_first_full_sync(tmp_pa
         assert len(announced_before_eor) == 29
     finally:
         exabgp.stop()
+
+
+def test_routes_exabgp_refused_are_sent_again_after_a_backoff(tmp_path: Path, api: FakeApiServer) -> None:
+    """ExaBGP 5.0 answers 'error' to IPv6 'next-hop self' before it knows its local address: retry, don't drop."""
+    refusing = [True]
+    exabgp = start(tmp_path, api, refuse=lambda line: refusing[0] and line.startswith(f"neighbor {V6_PEER} announce"))
+    try:
+        first_sync(exabgp)
+        api.apply(service("web", ["198.51.100.10", "2001:db8:96::a"]))
+        exabgp.wait_for(lambda: bool(exabgp.errors), what="the refused IPv6 announce")
+        assert exabgp.prefixes(V6_PEER) == set()
+        refusing[0] = False
+        exabgp.wait_for(lambda: exabgp.prefixes(V6_PEER) == {"2001:db8:96::a/128"}, timeout=5.0)
+        assert v4(exabgp) == {"198.51.100.10/32"}
+    finally:
+        exabgp.stop()
+
+
+def test_a_session_coming_up_retries_refused_routes_at_once(tmp_path: Path, api: FakeApiServer) -> None:
+    """The retry does not wait for its backoff (at least 0.5 s) when ExaBGP says a session came up."""
+    exabgp = start(tmp_path, api, refuse=lambda line: line.startswith(f"neighbor {V6_PEER} announce"))
+    try:
+        first_sync(exabgp)
+        api.apply(service("web", ["2001:db8:96::a"]))
+        exabgp.wait_for(lambda: len(exabgp.errors) == 1, what="the refused IPv6 announce")
+        exabgp.tell(f"neighbor {V6_PEER} up")
+        exabgp.wait_for(lambda: len(exabgp.errors) == 2, timeout=0.4, what="an immediate retry")
+    finally:
+        exabgp.stop()

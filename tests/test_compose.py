@@ -86,7 +86,7 @@ def test_every_file_the_compose_file_and_the_image_use_exists() -> None:
     entrypoint = REPOSITORY / "deploy" / "entrypoint.sh"
     assert entrypoint.stat().st_mode & 0o111, "deploy/entrypoint.sh is executable"
     assert "announcer exabgp-conf" in entrypoint.read_text(encoding="utf-8")
-    assert "exec exabgp" in entrypoint.read_text(encoding="utf-8")
+    assert 'exabgp "$run_dir/exabgp.conf" &' in entrypoint.read_text(encoding="utf-8")
 
 
 def test_the_network_is_internal_dual_stack_and_holds_every_fixed_address() -> None:

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from announcer.config import ConfigError
+from announcer.config import ConfigError, parse_listen
 from announcer.desired import DesiredTable, Policy
 from announcer.exabgp import ExaBgpPipe
 from announcer.kube import Changed, Resource
 from announcer.lab.fakeapi import FakeApiServer
-from announcer.metrics import DaemonMetrics, parse_listen
+from announcer.metrics import DaemonMetrics
 from announcer.model import Attributes, Family, Prefix
 from announcer.reconcile import Action, Command
 from tests.conftest import make_config
@@ -458,8 +458,9 @@ def test_listen_takes_an_ip_address_and_a_port(listen: str, expected: tuple[str,
     ],
 )
 def test_a_bad_listen_address_is_a_configuration_error_naming_the_key(listen: str, complaint: str) -> None:
-    with pytest.raises(ConfigError, match=r"^metrics\.listen: ") as raised:
-        parse_listen(listen)
+    """check-config refuses it, naming metrics.listen, before the daemon ever tries to bind."""
+    with pytest.raises(ConfigError, match=r"^test: metrics\.listen: ") as raised:
+        make_config(metrics={"listen": listen})
     assert complaint in str(raised.value)
 
 
