@@ -21,7 +21,6 @@ import yaml
 from announcer.config import Config, parse_config, parse_listen
 from announcer.exabgp_conf import render_exabgp_conf
 
-
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEPLOY = REPOSITORY / "deploy"
 ENTRYPOINT = DEPLOY / "entrypoint.sh"
