@@ -226,18 +226,19 @@ class Announcer:
     def _send(self, plan: Plan, stop: threading.Event, started: float) -> None:
         if not plan:
             return
-        commands = render_commands(plan, self.peers, self.config.speaker.prefixes_per_line)
-        for command in commands:
+        written: list[Command] = []
+        for command in render_commands(plan, self.peers, self.config.speaker.prefixes_per_line):
             if stop.is_set() and command.action is Action.ANNOUNCE:
                 break
             self.pipe.send(command.line, self._on_ack(command))
+            written.append(command)
             for prefix in command.prefixes:
                 if command.attributes is not None:
                     self.announced[prefix] = command.attributes
                 else:
                     self.announced.pop(prefix, None)
         if self.on_commands is not None:
-            self.on_commands(commands, time.monotonic() - started)
+            self.on_commands(written, time.monotonic() - started)
 
     def _on_ack(self, command: Command) -> Callable[[bool], None]:
         def acknowledge(accepted: bool) -> None:
