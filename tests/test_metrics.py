@@ -27,22 +27,8 @@ from announcer.metrics import DaemonMetrics
 from announcer.model import Attributes, Family, Prefix
 from announcer.reconcile import Action, Command
 from tests.conftest import make_config
-from tests.exabgp_double import ExaBgpDouble
+from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
 from tests.factories import service
-
-V4_PEERS = ("192.0.2.1", "192.0.2.5")
-V6_PEER = "2001:db8::1"
-CONFIG: dict[str, Any] = {
-    "node_name": "node-a",
-    "bgp": {
-        "local_as": 64513,
-        "router_id": "192.0.2.11",
-        "peers": [{"address": address, "peer_as": 64512} for address in (*V4_PEERS, V6_PEER)],
-    },
-    "announce": {"external_ips": {"enabled": True, "allowlist": ["198.51.100.64/26"]}},
-    "watch": {"watch_timeout": 5, "request_timeout": 3, "backoff_initial": 0.05, "backoff_max": 0.4},
-    "speaker": {"batch_delay": 0.005},
-}
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
