@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -58,27 +59,44 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# Ranges no Service address may be in, as (first, last) integers: cheaper than ipaddress's is_* properties.
+_REFUSED_IPV4 = (
+    (0x00000000, 0x00FFFFFF, "is in 0.0.0.0/8 (this network)"),
+    (0x7F000000, 0x7FFFFFFF, "is a loopback address"),
+    (0xA9FE0000, 0xA9FEFFFF, "is a link-local address"),
+    (0xE0000000, 0xEFFFFFFF, "is a multicast address"),
+    (0xF0000000, 0xFFFFFFFF, "is a reserved or broadcast address"),
+)
+_REFUSED_IPV6 = (
+    (0, 1, "is unspecified or loopback"),
+    (0xFFFF << 32, (0xFFFF << 32) | 0xFFFFFFFF, "is an IPv4-mapped IPv6 address"),
+    (0xFE80 << 112, (0xFEC0 << 112) - 1, "is a link-local address"),
+    (0xFF00 << 112, (1 << 128) - 1, "is a multicast address"),
+)
+
+
+@functools.lru_cache(maxsize=131_072)
+def _parse_address_text(text: str) -> IPAddress:
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        raise ValueError(f"{text!r} has a zone index")
+    number = int(address)
+    for first, last, why in _REFUSED_IPV4 if address.version == 4 else _REFUSED_IPV6:
+        if first <= number <= last:
+            raise ValueError(f"{text!r} {why}")
+    return address
+
+
 def parse_service_address(value: Any) -> IPAddress:
     """A unicast address a Service may carry; ValueError with the reason otherwise."""
     if not isinstance(value, str) or not value.isascii() or len(value) > 45:
         raise ValueError(f"{_shown(value)} is not an IP address")
     try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{_shown(value)} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id is not None:
-            raise ValueError(f"{value!r} has a zone index")
-        if address.ipv4_mapped is not None:
-            raise ValueError(f"{value!r} is an IPv4-mapped IPv6 address")
-    if address.is_unspecified or address.is_loopback or address.is_link_local or address.is_multicast:
-        raise ValueError(f"{value!r} is not a unicast service address")
-    if isinstance(address, ipaddress.IPv4Address) and (address.is_reserved or address == _BROADCAST):
-        raise ValueError(f"{value!r} is a reserved address")
-    return address
-
-
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+        return _parse_address_text(value)
+    except ValueError as error:
+        if "does not appear to be" in str(error) or "Octet" in str(error) or "Expected" in str(error):
+            raise ValueError(f"{_shown(value)} is not an IP address") from None
+        raise
 
 
 def _parse_addresses(
@@ -86,13 +104,15 @@ def _parse_addresses(
 ) -> list[tuple[str, IPAddress]]:
     """(field, address) for each candidate that is a valid service address, first occurrence only."""
     addresses: list[tuple[str, IPAddress]] = []
+    seen: set[IPAddress] = set()
     for field, value in candidates:
         try:
             address = parse_service_address(value)
         except ValueError as error:
             problems.append(Problem(where, field, str(error)))
             continue
-        if all(address != seen for _, seen in addresses):
+        if address not in seen:
+            seen.add(address)
             addresses.append((field, address))
     return addresses
 
