@@ -20,7 +20,7 @@ from announcer.desired import DesiredTable, ObjectKey, Policy
 from announcer.exabgp import ExaBgpPipe, PipeClosed
 from announcer.kube import Backoff, Changed, Relisted, Resource, ResourceWatcher, WatchEvent, make_api_client
 from announcer.metrics import DaemonMetrics
-from announcer.model import Attributes, Family, IPAddress, Prefix, Problem
+from announcer.model import Attributes, Family, IPAddress, Prefix, Problem, ServiceView, SliceView
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
     Action,
@@ -50,6 +50,35 @@ class NeighbourUp:
     """A BGP session came up (only subscribed with graceful restart, for the End-of-RIB)."""
 
     peer: str
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A Kubernetes object as the decision needs it, converted by the watcher thread that read it."""
+
+    kind: str
+    key: ObjectKey | None  # None: no usable namespace/name; the object is ignored, with the error
+    view: ServiceView | SliceView | None
+    problems: tuple[Problem, ...] = ()
+    error: str = ""
+
+
+def converter(resource: Resource, annotation_prefix: str) -> Callable[[dict[str, Any]], Converted]:
+    """The function a watcher applies to each object it reads (pure)."""
+    kind = "Service" if resource is Resource.SERVICES else "EndpointSlice"
+
+    def convert(obj: dict[str, Any]) -> Converted:
+        try:
+            key = object_key(obj)
+            if resource is Resource.SERVICES:
+                view, problems = service_view(obj, annotation_prefix)
+                return Converted(kind, key, view, tuple(problems))
+            slice_, problems = slice_view(obj)
+            return Converted(kind, key, slice_, tuple(problems))
+        except ObjectError as error:
+            return Converted(kind, None, None, (), str(error))
+
+    return convert
 
 
 class Wake:
@@ -91,63 +120,44 @@ class Announcer:
         elif isinstance(event, NeighbourUp):
             self._neighbour_up(event.peer)
 
-    def _convert_service(self, obj: dict[str, Any]) -> Any:
-        view, problems = service_view(obj, self.config.announce.annotation_prefix)
-        self._report("Service", view.key, problems)
-        return view
-
-    def _convert_slice(self, obj: dict[str, Any]) -> Any:
-        view, problems = slice_view(obj)
-        self._report("EndpointSlice", object_key(obj), problems)
-        return view
-
     def _relisted(self, event: Relisted) -> None:
+        converted: list[Converted] = event.objects
+        for item in converted:
+            self._report(item)
         if event.resource is Resource.SERVICES:
-            services = []
-            for obj in event.objects:
-                try:
-                    services.append(self._convert_service(obj))
-                except ObjectError as error:
-                    log.warning("Service ignored: %s", error)
-            self.table.replace_services(services)
+            self.table.replace_services(item.view for item in converted if isinstance(item.view, ServiceView))
         else:
-            slices = []
-            for obj in event.objects:
-                try:
-                    view = self._convert_slice(obj)
-                except ObjectError as error:
-                    log.warning("EndpointSlice ignored: %s", error)
-                    continue
-                if view is not None:
-                    slices.append(view)
-            self.table.replace_slices(slices)
+            self.table.replace_slices(item.view for item in converted if isinstance(item.view, SliceView))
         self.listed.add(event.resource)
 
     def _changed(self, event: Changed) -> None:
-        try:
-            key = object_key(event.obj)
+        item: Converted = event.obj
+        if item.key is None:
+            self._report(item)
+            return
+        if event.kind == "DELETED":
+            self.problems.pop((item.kind, item.key), None)
             if event.resource is Resource.SERVICES:
-                if event.kind == "DELETED":
-                    self.table.delete_service(key)
-                    self.problems.pop(("Service", key), None)
-                else:
-                    self.table.upsert_service(self._convert_service(event.obj))
-            elif event.kind == "DELETED":
-                self.table.delete_slice(key)
-                self.problems.pop(("EndpointSlice", key), None)
+                self.table.delete_service(item.key)
             else:
-                view = self._convert_slice(event.obj)
-                if view is None:
-                    self.table.delete_slice(key)
-                else:
-                    self.table.upsert_slice(view)
-        except ObjectError as error:
-            log.warning("%s event ignored: %s", event.resource.value, error)
+                self.table.delete_slice(item.key)
+            return
+        self._report(item)
+        if isinstance(item.view, ServiceView):
+            self.table.upsert_service(item.view)
+        elif isinstance(item.view, SliceView):
+            self.table.upsert_slice(item.view)
+        elif event.resource is Resource.ENDPOINTSLICES:
+            self.table.delete_slice(item.key)  # no longer a slice of any Service
 
-    def _report(self, kind: str, key: ObjectKey, problems: list[Problem]) -> None:
+    def _report(self, item: Converted) -> None:
         """Log an object's problems once, when they change."""
+        if item.key is None:
+            log.warning("%s ignored: %s", item.kind, item.error)
+            return
+        kind, key = item.kind, item.key
         known = self.problems.get((kind, key), ())
-        current = tuple(problems)
+        current = item.problems
         if current == known:
             return
         if current:
@@ -297,6 +307,7 @@ def run_daemon(config: Config) -> int:
             api_client,
             events.put if metrics is None else metrics.stamping(events.put),
             stop,
+            convert=converter(resource, config.announce.annotation_prefix),
             label_selector=config.announce.service_label_selector if resource is Resource.SERVICES else "",
             page_size=config.watch.page_size,
             watch_timeout=config.watch.watch_timeout,

@@ -30,19 +30,19 @@ class Resource(Enum):
 
 @dataclass(frozen=True)
 class Relisted:
-    """Every object of a resource, after a (re-)list."""
+    """Every object of a resource, after a (re-)list, each as the watcher's converter made it."""
 
     resource: Resource
-    objects: list[dict[str, Any]]
+    objects: list[Any]
 
 
 @dataclass(frozen=True)
 class Changed:
-    """One watch event: ADDED, MODIFIED or DELETED."""
+    """One watch event (ADDED, MODIFIED or DELETED) and its object, as the watcher's converter made it."""
 
     resource: Resource
     kind: str
-    obj: dict[str, Any]
+    obj: Any
 
 
 WatchEvent = Relisted | Changed
@@ -120,6 +120,7 @@ class ResourceWatcher(threading.Thread):
         sink: Callable[[WatchEvent], None],
         stop: threading.Event,
         *,
+        convert: Callable[[dict[str, Any]], Any] = lambda obj: obj,
         label_selector: str = "",
         page_size: int = 500,
         watch_timeout: int = 300,
@@ -129,6 +130,7 @@ class ResourceWatcher(threading.Thread):
         super().__init__(name=f"watch-{resource.value}", daemon=True)
         self.resource = resource
         self.sink = sink
+        self.convert = convert  # applied as each object is read: a page's raw JSON is dropped at once
         self.stop_event = stop
         self.label_selector = label_selector
         self.page_size = page_size
@@ -193,7 +195,7 @@ class ResourceWatcher(threading.Thread):
                 page = json.loads(response.data)
             finally:
                 response.release_conn()
-            objects.extend(page.get("items") or [])
+            objects.extend(self.convert(item) for item in page.get("items") or [])
             metadata = page.get("metadata") or {}
             resource_version = resource_version or str(metadata.get("resourceVersion", ""))
             token = metadata.get("continue")
@@ -230,7 +232,7 @@ class ResourceWatcher(threading.Thread):
                     resource_version = str(version)
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
                     self.stats.events += 1
-                    self.sink(Changed(self.resource, kind, obj))
+                    self.sink(Changed(self.resource, kind, self.convert(obj)))
                     self.backoff.reset()
         finally:
             self._response = None
