@@ -18,7 +18,16 @@ from announcer.config import Config
 from announcer.convert import ObjectError, object_key, service_view, slice_view
 from announcer.desired import DesiredTable, ObjectKey, Policy
 from announcer.exabgp import ExaBgpPipe, PipeClosed
-from announcer.kube import Backoff, Changed, Relisted, Resource, ResourceWatcher, WatchEvent, make_api_client
+from announcer.kube import (
+    Backoff,
+    Changed,
+    ListPage,
+    Relisted,
+    Resource,
+    ResourceWatcher,
+    WatchEvent,
+    make_api_client,
+)
 from announcer.metrics import DaemonMetrics
 from announcer.model import Attributes, Family, IPAddress, Prefix, Problem, ServiceView, SliceView
 from announcer.reconcile import (
@@ -101,6 +110,10 @@ class Announcer:
         }
         self.announced: dict[Prefix, Attributes] = {}
         self.listed: set[Resource] = set()
+        self.queried = False  # ExaBGP's adj-rib-out read at start
+        self.held_at_start = 0
+        self.announced_before_sync = 0
+        self.deferred: set[Prefix] = set()  # withdrawals held back until the first full sync
         self.synced = False
         self.synced_at: float | None = None
         self.problems: dict[tuple[str, ObjectKey], tuple[Problem, ...]] = {}
@@ -111,7 +124,9 @@ class Announcer:
 
     # --- events --------------------------------------------------------------------------------------------
     def handle(self, event: LoopEvent) -> None:
-        if isinstance(event, Relisted):
+        if isinstance(event, ListPage):
+            self._page(event)
+        elif isinstance(event, Relisted):
             self._relisted(event)
         elif isinstance(event, Changed):
             self._changed(event)
@@ -120,10 +135,19 @@ class Announcer:
         elif isinstance(event, NeighbourUp):
             self._neighbour_up(event.peer)
 
-    def _relisted(self, event: Relisted) -> None:
+    def _page(self, event: ListPage) -> None:
+        """Objects of a list page: added or updated now; deletions wait for the whole list."""
         converted: list[Converted] = event.objects
         for item in converted:
             self._report(item)
+            if isinstance(item.view, ServiceView):
+                self.table.upsert_service(item.view)
+            elif isinstance(item.view, SliceView):
+                self.table.upsert_slice(item.view)
+
+    def _relisted(self, event: Relisted) -> None:
+        """The whole list (its pages already applied): whatever it no longer holds goes."""
+        converted: list[Converted] = event.objects
         if event.resource is Resource.SERVICES:
             self.table.replace_services(item.view for item in converted if isinstance(item.view, ServiceView))
         else:
@@ -202,25 +226,33 @@ class Announcer:
         return self.listed == {Resource.SERVICES, Resource.ENDPOINTSLICES}
 
     def sync(self, stop: threading.Event) -> None:
-        """Send what changed; the first time, reconcile with what ExaBGP still holds."""
-        if not self.ready_to_sync():
-            return
+        """Send what changed. Until both resources are fully listed, only announce (the first pages' routes go
+        out while the rest is read); then reconcile everything ExaBGP held at start, withdrawals included."""
         started = time.monotonic()
-        if not self.synced:
+        if not self.queried:
             answer = self.pipe.query("show adj-rib out extensive", QUERY_TIMEOUT)
             self.announced = announced_from_held(parse_adj_rib_out(answer), self.peers)
-            self.table.take_dirty()
-            prefixes = set(self.table.all_prefixes()) | set(self.announced)
+            self.held_at_start = len(self.announced)
+            self.queried = True
+        prefixes = self.table.take_dirty() | self._due_retries()
+        if not self.synced and not self.ready_to_sync():
             plan = plan_changes(prefixes, self.table.desired_attributes, self.announced)
+            self.deferred.update(plan.withdraw)
+            plan.withdraw = []
+            self.announced_before_sync += len(plan.announce)
+            self._send(plan, stop, started)
+            return
+        if not self.synced:
+            prefixes |= self.deferred | set(self.announced)
+            self.deferred = set()
+        plan = plan_changes(prefixes, self.table.desired_attributes, self.announced)
+        if not self.synced:
             log.info(
                 "first sync: ExaBGP holds %d prefixes; %d to announce, %d to withdraw",
-                len(self.announced),
-                len(plan.announce),
+                self.held_at_start,
+                self.announced_before_sync + len(plan.announce),
                 len(plan.withdraw),
             )
-        else:
-            prefixes = self.table.take_dirty() | self._due_retries()
-            plan = plan_changes(prefixes, self.table.desired_attributes, self.announced)
         self._send(plan, stop, started)
         if not self.synced:
             self.synced = True

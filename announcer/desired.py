@@ -29,8 +29,8 @@ _KIND_RANK = {Kind.CLUSTER_IP: 0, Kind.LOAD_BALANCER_IP: 1, Kind.EXTERNAL_IP: 2,
 def host_prefix(address: IPAddress) -> Prefix:
     """The /32 or /128 of an address."""
     if isinstance(address, ipaddress.IPv4Address):
-        return ipaddress.IPv4Network((address, 32))
-    return ipaddress.IPv6Network((address, 128))
+        return ipaddress.IPv4Network(int(address))
+    return ipaddress.IPv6Network(int(address))
 
 
 @dataclass(frozen=True)

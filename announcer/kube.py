@@ -29,6 +29,14 @@ class Resource(Enum):
 
 
 @dataclass(frozen=True)
+class ListPage:
+    """One page of a (re-)list, handed on as soon as it is read so the first routes go out early."""
+
+    resource: Resource
+    objects: list[Any]
+
+
+@dataclass(frozen=True)
 class Relisted:
     """Every object of a resource, after a (re-)list, each as the watcher's converter made it."""
 
@@ -45,7 +53,7 @@ class Changed:
     obj: Any
 
 
-WatchEvent = Relisted | Changed
+WatchEvent = ListPage | Relisted | Changed
 
 
 @dataclass
@@ -183,7 +191,7 @@ class ResourceWatcher(threading.Thread):
         return self._call(_preload_content=False, **arguments)
 
     def _list(self) -> str:
-        objects: list[dict[str, Any]] = []
+        objects: list[Any] = []
         token: str | None = None
         resource_version = ""
         while True:
@@ -195,8 +203,11 @@ class ResourceWatcher(threading.Thread):
                 page = json.loads(response.data)
             finally:
                 response.release_conn()
-            objects.extend(self.convert(item) for item in page.get("items") or [])
             metadata = page.get("metadata") or {}
+            converted = [self.convert(item) for item in page.get("items") or []]
+            del page  # the raw JSON of a page lives no longer than its conversion
+            self.sink(ListPage(self.resource, converted))
+            objects.extend(converted)
             resource_version = resource_version or str(metadata.get("resourceVersion", ""))
             token = metadata.get("continue")
             if not token:

@@ -84,7 +84,7 @@ def attribute_words(attributes: Attributes) -> str:
 
 
 def _sorted(prefixes: Iterable[Prefix]) -> list[Prefix]:
-    return sorted(prefixes, key=lambda prefix: (prefix.version, prefix))
+    return sorted(prefixes, key=lambda prefix: (prefix.version, int(prefix.network_address), prefix.prefixlen))
 
 
 def _chunks(items: list[Prefix], size: int) -> Iterable[tuple[Prefix, ...]]:

@@ -255,3 +255,26 @@ def test_a_session_coming_up_retries_refused_routes_at_once(tmp_path: Path, api:
         exabgp.wait_for(lambda: len(exabgp.errors) == 2, timeout=0.4, what="an immediate retry")
     finally:
         exabgp.stop()
+
+
+def test_the_first_pages_are_announced_before_the_list_ends_and_withdrawals_wait_for_it(
+    tmp_path: Path, api: FakeApiServer
+) -> None:
+    """With 1,200 Services (three list pages) the first announce precedes the stale route's withdraw, which
+    comes only once every list is complete."""
+    for index in range(1200):
+        api.apply(service(f"s{index}", [f"2001:db8:96::{index + 1:x}"]))
+    held = [
+        f"neighbor {V6_PEER} local-ip 2001:db8::11 local-as 64513 peer-as 64512 router-id 192.0.2.11 "
+        "family-allowed in-open ipv6 unicast 2001:db8:97::1/128 next-hop 2001:db8::11"
+    ]
+    exabgp = start(tmp_path, api, held=held)
+    try:
+        exabgp.wait_for(lambda: len(exabgp.prefixes(V6_PEER)) == 1200, timeout=30, what="all 1,200 prefixes")
+        commands = [line for line in exabgp.lines if line.startswith("neighbor ")]
+        withdraw = commands.index(f"neighbor {V6_PEER} withdraw route 2001:db8:97::1/128 next-hop self")
+        assert withdraw > 0, "announcements of the first pages went out before the withdraw"
+        assert all(" announce " in line for line in commands[:withdraw])
+        assert "first sync: ExaBGP holds 1 prefixes; 1200 to announce, 1 to withdraw" in exabgp.stderr()
+    finally:
+        exabgp.stop()
