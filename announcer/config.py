@@ -255,7 +255,7 @@ class Speaker(_Strict):
     ack_timeout: float = Field(default=30.0, gt=0, description="How long one ack may take before it is given up.")
     shutdown_timeout: float = Field(default=5.0, gt=0, description="Bound on the withdraw-all at SIGTERM (s).")
     batch_delay: float = Field(
-        default=0.005, ge=0, le=1, description="How long events are gathered before commands are computed (s)."
+        default=0.001, ge=0, le=1, description="How long events are gathered before commands are computed (s)."
     )
     announcer_command: str = Field(
         default="",

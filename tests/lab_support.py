@@ -55,7 +55,14 @@ class LabKeeper:
             self.heal()
             return self.current
         self.close()
-        lab = Lab(self.prefix, announcer_command=announcer_command, api_server=True, seed_path=seed_path)
+        lab = Lab(
+            self.prefix,
+            announcer_command=announcer_command,
+            api_server=True,
+            seed_path=seed_path,
+            # The end-to-end tests read the announcer's commands from ExaBGP's log (one line per route).
+            exabgp_environment={"exabgp.log.processes": "true"},
+        )
         print(f"lab {self.prefix}: starting, run directory {lab.run_dir}", file=sys.stderr)
         lab.up()  # tears itself down when it fails
         self.current, self._kind = lab, kind

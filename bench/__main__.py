@@ -1,0 +1,141 @@
+"""`python3 -m bench`: the benchmark table (A-F); `tune` compares speaker settings; `hotpath` and
+`exabgp-profile` show where the announcer's and ExaBGP's time goes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DEFAULT_SIZES = (1000, 10_000, 25_000)
+
+
+def _sizes(text: str) -> list[int]:
+    values = []
+    for raw in text.split(","):
+        word = raw.strip().lower()
+        values.append(int(float(word[:-1]) * 1000) if word.endswith("k") else int(word))
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run: N=1k only, 1 run, 20 steady-state pairs")
+    parser.add_argument("--sizes", type=_sizes, help="comma-separated N (Services), e.g. 1k,10k,25k")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 3; 1 with --quick)")
+    parser.add_argument("--steady", type=int, help="create/delete pairs for D (default 200)")
+    parser.add_argument("--steady-sizes", type=_sizes, help="sizes at which D is measured (default: every size)")
+    parser.add_argument("--churn-sizes", type=_sizes, help="sizes at which E is measured (default: 10k, or the "
+                        "largest size run when 10k is not)")  # fmt: skip
+    parser.add_argument("--no-shipped", action="store_true", help="skip B with the announcer's shipped defaults")
+    parser.add_argument("--no-floor-default", action="store_true", help="skip A with ExaBGP's defaults")
+    parser.add_argument("--no-bird", action="store_true", help="skip C (BIRD)")
+    parser.add_argument("--markdown", type=Path, help="also write the table into this Markdown file's results block")
+    parser.add_argument("--workdir", type=Path, help="run directory (default: a new temporary one)")
+    parser.add_argument(
+        "--no-renice",
+        action="store_true",
+        help="keep the normal priority (by default the benchmark and all it starts run at nice -10, so other "
+        "load on the machine disturbs the figures less)",
+    )
+    parser.add_argument("--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command")
+    tune = commands.add_parser("tune", help="compare floor and announcer settings at one size")
+    tune.add_argument("--size", type=_sizes, default=[10_000])
+    tune.add_argument("--runs", type=int, default=3)
+    tune.add_argument("--only", choices=["floor", "announcer"], help="one kind only")
+    tune.add_argument("--steady", action="store_true", help="compare speaker.batch_delay on D and E instead")
+    whatif = commands.add_parser("whatif", help="B as measured against a floor emulating a pipelined announcer")
+    whatif.add_argument("--size", type=_sizes, default=[10_000])
+    whatif.add_argument("--runs", type=int, default=3)
+    whatif.add_argument(
+        "--lighter-startup",
+        type=float,
+        default=0.5,
+        help="seconds of start-up a leaner client would save (hotpath's 'watchers' phase)",
+    )
+    exabgp_profile = commands.add_parser("exabgp-profile", help="ExaBGP's own cProfile of one floor bulk load")
+    exabgp_profile.add_argument("--size", type=_sizes, default=[10_000])
+    hotpath = commands.add_parser("hotpath", help="the announcer's first-sync path in-process, phase by phase")
+    hotpath.add_argument("--size", type=_sizes, default=[25_000])
+    hotpath.add_argument("--profile", type=Path, help="write cProfile statistics of each phase under this prefix")
+    return parser
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces, FRR, BIRD)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if arguments.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if arguments.command == "hotpath":
+        from bench.hotpath import main as hotpath_main
+
+        return hotpath_main(arguments.size[0], arguments.profile)
+    _require_root()
+    if not arguments.no_renice:
+        os.nice(-10)  # inherited by FRR, ExaBGP, the API processes and BIRD, all started from here
+    workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="announcer-bench-"))
+    if arguments.command == "whatif":
+        from bench.whatif import run_whatif
+
+        print(run_whatif(workdir, arguments.size[0], arguments.runs, arguments.lighter_startup))
+        return 0
+    if arguments.command == "exabgp-profile":
+        from bench.exabgp_profile import main as profile_main
+
+        return profile_main(workdir, arguments.size[0])
+    if arguments.command == "tune":
+        from bench.tune import run_tune, run_tune_steady
+
+        if arguments.steady:
+            print(run_tune_steady(workdir, arguments.size[0], arguments.runs))
+        else:
+            print(run_tune(workdir, arguments.size[0], arguments.runs, arguments.only))
+        return 0
+    from bench.report import render
+    from bench.suite import Plan, run_suite
+
+    sizes = arguments.sizes or ([1000] if arguments.quick else list(DEFAULT_SIZES))
+    runs = arguments.runs or (1 if arguments.quick else 3)
+    churn_default = [10_000] if 10_000 in sizes else [max(sizes)]
+    plan = Plan(
+        sizes=sizes,
+        runs=runs,
+        steady_repeats=arguments.steady or (20 if arguments.quick else 200),
+        steady_sizes=arguments.steady_sizes or sizes,
+        churn_sizes=arguments.churn_sizes or churn_default,
+        shipped=not arguments.no_shipped,
+        floor_default=not arguments.no_floor_default,
+        bird=not arguments.no_bird,
+    )
+    started = time.monotonic()
+    result = run_suite(workdir, plan)
+    (workdir / "results.json").write_text(json.dumps(dataclasses.asdict(result), indent=1), encoding="utf-8")
+    table = render(result)
+    print(table)
+    if arguments.markdown is not None:
+        from bench.markdown import replace_results
+
+        replace_results(arguments.markdown, table)
+        print(f"table written into {arguments.markdown}", file=sys.stderr)
+    print(f"bench: {time.monotonic() - started:.0f} s; run directory {workdir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""The measurements: A speaker floor, B announcer, C BIRD, D steady-state latency, E churn (F comes from B)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.bird import Bird, bird_config, bird_missing_reason, write_static
+from bench.lab_env import (
+    FAMILIES,
+    NODE,
+    NODE_ADDRESS,
+    ROUTER,
+    ROUTER_PEERS,
+    BenchLab,
+    now,
+    prefixes,
+    process_start,
+    process_usage,
+    service_addresses,
+)
+from bench.stats import Background
+
+log = logging.getLogger(__name__)
+
+FULL_TIMEOUT = 240.0
+# The announcer's log lines (stderr, which ExaBGP copies into its own log) that mark its first sync.
+_LOG_LINE = re.compile(r"^(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ (?P<logger>[\w.]+): (?P<message>.*)$")
+_MARKS = {
+    "announcer started": "started",
+    "services: listed": "listed",
+    "first sync:": "first_sync",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One way of running the speaker: the floor's form (per_line, window) or the announcer's speaker.* keys,
+    and ExaBGP's environment (exabgp.* keys over the announcer's DEFAULT_ENVIRONMENT)."""
+
+    name: str
+    environment: Mapping[str, str] = field(default_factory=dict)
+    speaker: Mapping[str, Any] = field(default_factory=dict)
+    per_line: int = 500
+    window: int = 0
+    interleave: bool = False
+    delay: float = 0.0  # floor only: seconds before its first line
+    pace: float = 0.0  # floor only: seconds per page of two lines
+
+    def describe(self) -> str:
+        parts = [f"{key.removeprefix('exabgp.')}={value}" for key, value in sorted(self.environment.items())]
+        return ", ".join(parts) or "announcer DEFAULT_ENVIRONMENT"
+
+
+def _known_pids(bench: BenchLab) -> list[int]:
+    router = bench.lab.router
+    return [os.getpid(), *(record.pid for record in (router.processes if router else []))]
+
+
+def _log_offset(bench: BenchLab) -> int:
+    path = bench.lab.node(NODE).exabgp_log
+    return path.stat().st_size if path.exists() else 0
+
+
+def announcer_marks(bench: BenchLab, offset: int) -> dict[str, float]:
+    """CLOCK_BOOTTIME of the announcer's first-sync log lines written after offset."""
+    path = bench.lab.node(NODE).exabgp_log
+    with path.open("rb") as stream:
+        stream.seek(offset)
+        text = stream.read().decode("utf-8", errors="replace")
+    wall_to_boot = now() - time.time()
+    marks: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _LOG_LINE.match(line)
+        if match is None:
+            continue
+        for needle, name in _MARKS.items():
+            if name not in marks and match["message"].startswith(needle):
+                stamp = datetime.strptime(match["stamp"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                marks[name] = stamp + wall_to_boot
+    return marks
+
+
+# --- A: the speaker floor ----------------------------------------------------------------------------------
+def floor_spec(bench: BenchLab, count: int, settings: Settings, mode: str = "bulk") -> Path:
+    status = bench.workdir / "floor.status"
+    status.unlink(missing_ok=True)
+    spec = {
+        "mode": mode,
+        "status": str(status),
+        "peers": ROUTER_PEERS,
+        "prefixes": bench.write_prefix_files(count) if count else {},
+        "per_line": settings.per_line,
+        "window": settings.window,
+        "interleave": settings.interleave,
+        "delay": settings.delay,
+        "pace": settings.pace,
+        "ack": settings.environment.get("exabgp.api.ack", "true") == "true",
+        "control": str(bench.workdir / "floor.sock"),
+    }
+    path = bench.workdir / "floor.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    return path
+
+
+def _full_sample(done: Mapping[str, float], reference: float, prefix: str) -> dict[str, float]:
+    sample = {f"{prefix}_{family}": done[family] - reference for family in FAMILIES}
+    sample[prefix] = max(done.values()) - reference
+    return sample
+
+
+def _updates_sample(bench: BenchLab, before: Mapping[str, int]) -> dict[str, float]:
+    """UPDATE messages FRR received per family since `before` (ExaBGP sends IPv6 one prefix per UPDATE)."""
+    after = bench.updates_received()
+    return {f"updates_{family}": float(after[family] - before.get(family, 0)) for family in FAMILIES}
+
+
+def run_floor(bench: BenchLab, count: int, settings: Settings) -> dict[str, float]:
+    """Start ExaBGP with the floor API process; seconds until FRR holds all 2*count prefixes."""
+    background = Background(_known_pids(bench))
+    spec = floor_spec(bench, count, settings)
+    updates = bench.updates_received()
+    start = bench.start_speaker(floor_spec=spec, speaker={}, environment=settings.environment)
+    background.add(start.exabgp_pid)
+    api_pid = bench.api_pid()
+    if api_pid is not None:
+        background.add(api_pid)
+    done = bench.wait_full(count, FULL_TIMEOUT)
+    if done is None:
+        bench.stop_speaker()
+        return {"timeout": 1.0}
+    api_started = process_start(api_pid) if api_pid else None
+    sample = _full_sample(done, start.exabgp_started, "exabgp_to_full")
+    if api_started is not None:
+        sample["api_to_full"] = max(done.values()) - api_started
+    exabgp = process_usage(start.exabgp_pid) or {}
+    sample["exabgp_cpu"] = exabgp.get("cpu_s", math.nan)
+    sample["background_cpu"] = background.other_seconds()
+    sample.update(_updates_sample(bench, updates))
+    bench.stop_speaker()
+    return sample
+
+
+# --- B: the announcer --------------------------------------------------------------------------------------
+def run_announcer(bench: BenchLab, count: int, settings: Settings, keep: bool = False) -> dict[str, float]:
+    """Start ExaBGP with the announcer, `count` Services already in the API server; seconds until FRR holds
+    all 2*count prefixes, the announcer's own milestones, its CPU and peak RSS. keep: leave it running."""
+    bench.set_services(count)
+    background = Background(_known_pids(bench))
+    offset = _log_offset(bench)
+    updates = bench.updates_received()
+    start = bench.start_speaker(floor_spec=None, speaker=settings.speaker, environment=settings.environment)
+    background.add(start.exabgp_pid)
+    api_pid = bench.api_pid()
+    if api_pid is not None:
+        background.add(api_pid)
+    done = bench.wait_full(count, FULL_TIMEOUT)
+    if done is None:
+        bench.stop_speaker()
+        return {"timeout": 1.0}
+    usage = process_usage(api_pid) if api_pid else None
+    exabgp = process_usage(start.exabgp_pid) or {}
+    sample = _full_sample(done, start.exabgp_started, "exabgp_to_full")
+    api_started = process_start(api_pid) if api_pid else None
+    if api_started is not None:
+        sample["api_to_full"] = max(done.values()) - api_started
+    marks = announcer_marks(bench, offset)
+    reference = api_started if api_started is not None else start.exabgp_started
+    for name in ("started", "listed", "first_sync"):
+        if name in marks:
+            sample[f"api_to_{name}"] = marks[name] - reference
+    if usage is not None:
+        sample["announcer_cpu"] = usage["cpu_s"]
+        sample["announcer_hwm"] = usage["hwm_mib"]
+        sample["announcer_rss"] = usage["rss_mib"]
+    sample["exabgp_cpu"] = exabgp.get("cpu_s", math.nan)
+    sample["background_cpu"] = background.other_seconds()
+    sample.update(_updates_sample(bench, updates))
+    if not keep:
+        bench.stop_speaker()
+    return sample
+
+
+# --- C: BIRD 2 ---------------------------------------------------------------------------------------------
+class BirdReference:
+    """BIRD in the node namespace (ExaBGP stopped) on the node's addresses, so FRR's neighbour is the same."""
+
+    def __init__(self, bench: BenchLab) -> None:
+        self.bench = bench
+        self.bird = Bird(bench.lab.node(NODE).namespace, bench.workdir / "bird")
+        self.reason = bird_missing_reason()
+
+    def _prepare(self, count: int) -> None:
+        self.bird.directory.mkdir(parents=True, exist_ok=True)
+        self.bird.config.write_text(
+            bird_config(NODE_ADDRESS["ipv4"], NODE_ADDRESS, ROUTER, self.bird.includes), encoding="utf-8"
+        )
+        for family in FAMILIES:
+            write_static(self.bird.includes[family], prefixes(count, family))
+
+    def _start(self) -> None:
+        record = self.bird.start()
+        state = self.bench.lab.state
+        if state is not None:
+            state.add_process(record)  # torn down with the lab if the benchmark dies
+
+    def _stop(self) -> None:
+        record = self.bird.record
+        self.bird.stop()
+        state = self.bench.lab.state
+        if state is not None and record is not None:
+            state.remove_process(record)
+        self.bench.wait_rib_empty(120.0)
+
+    def run(self, count: int) -> dict[str, float]:
+        """Cold: BIRD started with the routes; configure: BIRD up with none, routes added, `birdc configure`."""
+        sample: dict[str, float] = {}
+        self._prepare(count)
+        updates = self.bench.updates_received()
+        started = now()
+        self._start()
+        done = self.bench.wait_full(count, FULL_TIMEOUT)
+        if done is not None:
+            sample.update(_full_sample(done, started, "cold_to_full"))
+            sample.update(_updates_sample(self.bench, updates))
+        self._stop()
+        self._prepare(0)
+        self._start()
+        self.bench.wait_established(60.0)
+        for family in FAMILIES:
+            write_static(self.bird.includes[family], prefixes(count, family))
+        started = now()
+        self.bird.configure()
+        done = self.bench.wait_full(count, FULL_TIMEOUT)
+        if done is not None:
+            sample.update(_full_sample(done, started, "configure_to_full"))
+        self._stop()
+        return sample
+
+
+# --- D: steady state ---------------------------------------------------------------------------------------
+def _wait_presence(bench: BenchLab, wanted: Mapping[str, str], present: bool, timeout: float) -> float | None:
+    """CLOCK_BOOTTIME when every (family, prefix) is present (or absent) in FRR, polled every ~0.5 ms."""
+    frr = bench.frr()
+    pending = dict(wanted)
+    deadline = now() + timeout
+    while pending:
+        for family, prefix in list(pending.items()):
+            if frr.has_prefix(family, prefix) == present:
+                del pending[family]
+        if not pending:
+            break
+        if now() > deadline:
+            return None
+        time.sleep(0.0005)
+    return now()
+
+
+@dataclass
+class Latencies:
+    create: list[float] = field(default_factory=list)
+    delete: list[float] = field(default_factory=list)
+    lost: int = 0
+
+
+def steady_announcer(bench: BenchLab, count: int, repeats: int, first_index: int) -> Latencies:
+    """With the announcer running and `count` Services announced: create then delete one Service, repeatedly;
+    seconds from the in-process API write to both prefixes present (then gone) in FRR."""
+    result = Latencies()
+    generator = random.Random(count)  # noqa: S311  (spacing between writes, not cryptography)
+    for number in range(repeats):
+        index = first_index + number
+        ipv4, ipv6 = service_addresses(index)
+        wanted = {"ipv4": f"{ipv4}/32", "ipv6": f"{ipv6}/128"}
+        started = now()
+        bench.apply_service(index)
+        seen = _wait_presence(bench, wanted, True, 10.0)
+        if seen is None:
+            result.lost += 1
+        else:
+            result.create.append(seen - started)
+        time.sleep(generator.uniform(0.005, 0.02))
+        started = now()
+        bench.delete_service(index)
+        gone = _wait_presence(bench, wanted, False, 10.0)
+        if gone is None:
+            result.lost += 1
+        else:
+            result.delete.append(gone - started)
+        time.sleep(generator.uniform(0.005, 0.02))
+    return result
+
+
+def steady_floor(bench: BenchLab, count: int, repeats: int, settings: Settings, first_index: int) -> Latencies:
+    """The same with the floor API process (holding the same `count` prefixes first): one route per family
+    announced on request over its control socket."""
+    result = Latencies()
+    spec = floor_spec(bench, count, settings, mode="steady")
+    bench.start_speaker(floor_spec=spec, speaker={}, environment=settings.environment)
+    try:
+        if bench.wait_full(count, FULL_TIMEOUT) is None:
+            result.lost = repeats * 2
+            return result
+        control = bench.workdir / "floor.sock"
+        deadline = time.monotonic() + 10.0
+        while not control.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(control))
+            reader = client.makefile("rb")
+            generator = random.Random(count)  # noqa: S311  (spacing between writes, not cryptography)
+            for number in range(repeats):
+                index = first_index + number
+                ipv4, ipv6 = service_addresses(index)
+                wanted = {"ipv4": f"{ipv4}/32", "ipv6": f"{ipv6}/128"}
+                for action, present, into in (("announce", True, result.create), ("withdraw", False, result.delete)):
+                    started = now()
+                    client.sendall(f"{action} {wanted['ipv4']} {wanted['ipv6']}\n".encode())
+                    seen = _wait_presence(bench, wanted, present, 10.0)
+                    reader.readline()
+                    if seen is None:
+                        result.lost += 1
+                    else:
+                        into.append(seen - started)
+                    time.sleep(generator.uniform(0.005, 0.02))
+    finally:
+        bench.stop_speaker()
+    return result
+
+
+# --- E: churn ----------------------------------------------------------------------------------------------
+def churn(bench: BenchLab, count: int, changes: int, spread: float) -> dict[str, float]:
+    """With the announcer running and Services 0..count-1 announced: `changes` writes within `spread` seconds
+    (half deletions of existing Services, half creations of new ones, interleaved); seconds until FRR holds
+    exactly the API server's prefixes, from the first write and from the last."""
+    half = changes // 2
+    deleted = list(range(count - half, count))
+    created = list(range(count, count + half))
+    operations: list[tuple[str, int]] = []
+    for gone, new in zip(deleted, created, strict=True):
+        operations += [("delete", gone), ("create", new)]
+    started = now()
+    for number, (action, index) in enumerate(operations):
+        target = started + spread * number / len(operations)
+        delay = target - now()
+        if delay > 0:
+            time.sleep(delay)
+        if action == "delete":
+            bench.delete_service(index)
+        else:
+            bench.apply_service(index)
+    finished_writing = now()
+    expected = {family: set(prefixes(count - half, family)) | set(prefixes(half, family, count)) for family in FAMILIES}
+    samples = {
+        "ipv4": ([f"{service_addresses(index)[0]}/32" for index in created[-10:]],
+                 [f"{service_addresses(index)[0]}/32" for index in deleted[-10:]]),
+        "ipv6": ([f"{service_addresses(index)[1]}/128" for index in created[-10:]],
+                 [f"{service_addresses(index)[1]}/128" for index in deleted[-10:]]),
+    }  # fmt: skip
+    frr = bench.frr()
+    deadline = now() + FULL_TIMEOUT
+    matched_at: float | None = None
+    while now() < deadline:
+        counts = {family: frr.prefix_counts(family).get(NODE_ADDRESS[family]) for family in FAMILIES}
+        if all(counts[family] == len(expected[family]) for family in FAMILIES) and all(
+            all(frr.has_prefix(family, prefix) for prefix in present)
+            and not any(frr.has_prefix(family, prefix) for prefix in absent)
+            for family, (present, absent) in samples.items()
+        ):
+            matched_at = now()
+            if all(set(bench_table(bench, family)) == expected[family] for family in FAMILIES):
+                break
+            matched_at = None
+        time.sleep(0.002)
+    result = {"write_seconds": finished_writing - started}
+    if matched_at is None:
+        result["timeout"] = 1.0
+        return result
+    result["from_first_write"] = matched_at - started
+    result["after_last_write"] = matched_at - finished_writing
+    return result
+
+
+def bench_table(bench: BenchLab, family: str) -> list[str]:
+    """Every prefix FRR holds from the node in one family (the full, slow table: for checks only)."""
+    document = bench.frr().json(f"show bgp {family} unicast json")
+    routes = document.get("routes", {}) if isinstance(document, dict) else {}
+    return [prefix for prefix, paths in routes.items() if any(path.get("valid") for path in paths)]
+
+
+def restore_after_churn(bench: BenchLab, count: int) -> None:
+    bench.set_services(count)
