@@ -14,14 +14,10 @@ import pytest
 
 from announcer.lab.frr import FAMILIES, Family
 from announcer.lab.lab import Lab
-from tests import lab_support
 from tests.factories import endpoint, endpoint_slice, service
 from tests.lab_support import LabKeeper, Rib, wait_for_rib_equal
 
 pytestmark = pytest.mark.lab
-# The lab fixtures, brought into this module so pytest finds them (tests/conftest.py is not the lab's).
-lab_keeper = lab_support.lab_keeper
-lab = lab_support.lab
 
 NODE_A, NODE_B = "node-a", "node-b"
 BOTH = (NODE_A, NODE_B)

@@ -11,13 +11,9 @@ import pytest
 
 from announcer.lab import frr, netns
 from announcer.lab.lab import API_ADDRESS, API_URL, Lab
-from tests import lab_support
 from tests.lab_support import LabKeeper, wait_for_rib_equal
 
 pytestmark = pytest.mark.lab
-# The lab fixtures, brought into this module so pytest finds them (tests/conftest.py is not the lab's).
-lab_keeper = lab_support.lab_keeper
-static_lab = lab_support.static_lab
 
 EXPECTED_IPV4 = {
     "192.0.2.11": {"198.51.100.10/32": ["192.0.2.11"], "198.51.100.128/32": ["192.0.2.11"]},
