@@ -19,15 +19,9 @@ import yaml
 
 from announcer.lab import netns
 from announcer.lab.fakeapi import FakeApiServer
-from announcer.lab.frr import FrrMissingError, frr_missing_reason
 from announcer.lab.lab import (
     API_ADDRESS,
     API_PORT,
-    LAN_INTERFACE,
-    ROUTER_IPV4,
-    ROUTER_IPV6,
-    SEGMENT_IPV4_LENGTH,
-    SEGMENT_IPV6_LENGTH,
     Lab,
 )
 from bench.frr import BgpdVty, VtyError
@@ -196,35 +190,11 @@ class IsolatedLab(Lab):
     def _take_address_lock(self) -> None:
         """Nothing to lock: this lab puts no address in the root namespace, so it runs beside a test lab."""
 
-    def _preflight(self) -> None:
-        if os.geteuid() != 0:
-            raise PermissionError("the benchmark's lab needs root (network namespaces, veths, FRR)")
-        reason = frr_missing_reason()
-        if reason is not None:
-            raise FrrMissingError(reason)
-        leftovers = [name for name in netns.list_namespaces() if name.startswith(self.prefix)]
-        leftovers += netns.links_with_prefix(self.prefix)
-        if leftovers:
-            raise RuntimeError(
-                f"a lab with prefix {self.prefix!r} already exists ({', '.join(leftovers)}): "
-                f"run 'python -m announcer.lab down --prefix {self.prefix}' first"
-            )
+    def _check_api_address_free(self) -> None:
+        """The API address lives inside this lab's own node namespace: nothing in the root namespace to check."""
 
-    def build_network(self) -> None:
-        state = self._require_state()
-        bridge = "br0"
-        for namespace in [self.lan_namespace, self.router_namespace, *(n.namespace for n in self.nodes.values())]:
-            netns.create_namespace(namespace)
-            state.add_namespace(namespace)
-        netns.add_bridge(self.lan_namespace, bridge)
-        members = [(self.router_namespace, "router", ROUTER_IPV4, ROUTER_IPV6)]
-        members += [(node.namespace, node.name, node.ipv4, node.ipv6) for node in self.nodes.values()]
-        for namespace, port, ipv4, ipv6 in members:
-            netns.add_veth_pair(LAN_INTERFACE, namespace, port, self.lan_namespace)
-            netns.attach_to_bridge(self.lan_namespace, port, bridge)
-            netns.add_address(namespace, LAN_INTERFACE, f"{ipv4}/{SEGMENT_IPV4_LENGTH}")
-            netns.add_address(namespace, LAN_INTERFACE, f"{ipv6}/{SEGMENT_IPV6_LENGTH}")
-            netns.link_up(namespace, LAN_INTERFACE)
+    def _place_api_address(self, bridge: str) -> None:
+        """192.0.2.254/32 on each node namespace's loopback instead of a link into the root namespace."""
         for node in self.nodes.values():
             netns.add_address(node.namespace, "lo", f"{API_ADDRESS}/32")
 

@@ -292,6 +292,9 @@ class Lab:
                 f"a lab with prefix {self.prefix!r} already exists ({', '.join(leftovers)}): "
                 f"run 'python -m announcer.lab down --prefix {self.prefix}' first"
             )
+        self._check_api_address_free()
+
+    def _check_api_address_free(self) -> None:
         holders = netns.addresses_on_other_links(API_ADDRESS, self.host_link)
         if holders:
             raise RuntimeError(f"{API_ADDRESS} is already configured on {', '.join(holders)} (another lab?)")
@@ -327,8 +330,12 @@ class Lab:
             netns.add_address(namespace, LAN_INTERFACE, f"{ipv4}/{SEGMENT_IPV4_LENGTH}")
             netns.add_address(namespace, LAN_INTERFACE, f"{ipv6}/{SEGMENT_IPV6_LENGTH}")
             netns.link_up(namespace, LAN_INTERFACE)
-        # The root namespace: only 192.0.2.254/32 and host routes to the nodes, never the whole /24 (the
-        # machine's own uplink may sit in 192.0.2.0/24) and never the router's address.
+        self._place_api_address(bridge)
+
+    def _place_api_address(self, bridge: str) -> None:
+        """The root namespace joins as 192.0.2.254/32 with host routes to the nodes, never the whole /24 (the
+        machine's own uplink may sit in 192.0.2.0/24) and never the router's address."""
+        state = self._require_state()
         netns.add_veth_pair(self.host_link, None, "host", self.lan_namespace)
         state.add_root_link(self.host_link)
         netns.attach_to_bridge(self.lan_namespace, "host", bridge)
