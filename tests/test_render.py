@@ -1,0 +1,77 @@
+"""`announcer render`: what a node would announce, and the reason for every address it would not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import BASE_CONFIG
+from tests.factories import endpoint, endpoint_slice, service
+
+
+def render(tmp_path: Path, output: str, node: str = "node-a") -> str:
+    objects = [
+        service("web", ["198.51.100.10", "2001:db8:96::a"]),
+        service("local", ["198.51.100.11", "2001:db8:96::b"], service_type="NodePort", external_traffic_policy="Local"),
+        endpoint_slice("local", "IPv4", [endpoint("node-a", "192.0.2.50")]),
+        service("headless", ["None"]),
+        service("ext", ["198.51.100.12"], external_ips=["203.0.113.7"]),
+    ]
+    cluster = tmp_path / "cluster.json"
+    cluster.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    config = tmp_path / "announcer.yaml"
+    config.write_text(yaml.safe_dump(BASE_CONFIG))
+    result = subprocess.run(
+        [sys.executable, "-m", "announcer", "render", "--config", str(config), "--node", node,
+         "--from-file", str(cluster), "--output", output],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def test_the_json_view_lists_each_prefix_with_its_peers_and_each_refused_address_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    rows = json.loads(render(tmp_path, "json"))["rows"]
+    announced = {(row["address"], row["service"], row["peers"]) for row in rows if row["announced"]}
+    refused = {(row["address"], row["service"], row["detail"]) for row in rows if not row["announced"]}
+    v4_peers, v6_peers = "192.0.2.1, 192.0.2.5", "2001:db8::1"
+    assert announced == {
+        ("198.51.100.10/32", "default/web", v4_peers),
+        ("2001:db8:96::a/128", "default/web", v6_peers),
+        ("198.51.100.11/32", "default/local", v4_peers),
+        ("198.51.100.12/32", "default/ext", v4_peers),
+    }
+    assert refused == {
+        ("2001:db8:96::b", "default/local", "noLocalEndpoint(IPv6)"),
+        ("-", "default/headless", "headless"),
+        ("203.0.113.7", "default/ext", "outsideAllowlist"),
+    }
+
+
+def test_another_node_without_the_local_endpoint_would_announce_neither_address_of_the_local_service(
+    tmp_path: Path,
+) -> None:
+    rows = json.loads(render(tmp_path, "json", node="node-b"))["rows"]
+    local = {(row["address"], row["detail"]) for row in rows if row["service"] == "default/local"}
+    assert local == {("198.51.100.11", "noLocalEndpoint(IPv4)"), ("2001:db8:96::b", "noLocalEndpoint(IPv6)")}
+
+
+def test_the_table_view_has_a_header_and_one_line_per_row(tmp_path: Path) -> None:
+    lines = render(tmp_path, "table").splitlines()
+    assert lines[0] == "node node-a"
+    assert lines[1].split() == [
+        "FAMILY",
+        "PREFIX/ADDRESS",
+        "KIND",
+        "SERVICE",
+        "ANNOUNCED",
+        "ATTRIBUTES/REASON",
+        "PEERS",
+    ]
+    assert len(lines) == 2 + 7
+    assert lines[2].split()[:5] == ["IPv4", "198.51.100.10/32", "clusterIP", "default/web", "yes"]
