@@ -1,5 +1,5 @@
-"""`python3 -m bench`: the benchmark table (A-F); `tune` compares speaker settings; `hotpath` and
-`exabgp-profile` show where the announcer's and ExaBGP's time goes."""
+"""`python3 -m bench`: the benchmark table (A-F); `tune` compares speaker settings; `exabgp-profile` shows
+where ExaBGP's time goes."""
 
 from __future__ import annotations
 
@@ -52,20 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--runs", type=int, default=3)
     tune.add_argument("--only", choices=["floor", "announcer"], help="one kind only")
     tune.add_argument("--steady", action="store_true", help="compare speaker.batch_delay on D and E instead")
-    whatif = commands.add_parser("whatif", help="B as measured against a floor emulating a pipelined announcer")
-    whatif.add_argument("--size", type=_sizes, default=[10_000])
-    whatif.add_argument("--runs", type=int, default=3)
-    whatif.add_argument(
-        "--lighter-startup",
-        type=float,
-        default=0.5,
-        help="seconds of start-up a leaner client would save (hotpath's 'watchers' phase)",
-    )
     exabgp_profile = commands.add_parser("exabgp-profile", help="ExaBGP's own cProfile of one floor bulk load")
     exabgp_profile.add_argument("--size", type=_sizes, default=[10_000])
-    hotpath = commands.add_parser("hotpath", help="the announcer's first-sync path in-process, phase by phase")
-    hotpath.add_argument("--size", type=_sizes, default=[25_000])
-    hotpath.add_argument("--profile", type=Path, help="write cProfile statistics of each phase under this prefix")
     return parser
 
 
@@ -82,19 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if arguments.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if arguments.command == "hotpath":
-        from bench.hotpath import main as hotpath_main
-
-        return hotpath_main(arguments.size[0], arguments.profile)
     _require_root()
     if not arguments.no_renice:
         os.nice(-10)  # inherited by FRR, ExaBGP, the API processes and BIRD, all started from here
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="announcer-bench-"))
-    if arguments.command == "whatif":
-        from bench.whatif import run_whatif
-
-        print(run_whatif(workdir, arguments.size[0], arguments.runs, arguments.lighter_startup))
-        return 0
     if arguments.command == "exabgp-profile":
         from bench.exabgp_profile import main as profile_main
 
