@@ -126,12 +126,24 @@ def _updates_sample(bench: BenchLab, before: Mapping[str, int]) -> dict[str, flo
     return {f"updates_{family}": float(after[family] - before.get(family, 0)) for family in FAMILIES}
 
 
-def run_floor(bench: BenchLab, count: int, settings: Settings) -> dict[str, float]:
-    """Start ExaBGP with the floor API process; seconds until FRR holds all 2*count prefixes."""
+@dataclass
+class _SpeakerRun:
+    """One ExaBGP start with an API process, up to FRR holding every prefix: the figures both A and B keep."""
+
+    sample: dict[str, float]
+    exabgp_started: float
+    api_started: float | None
+    api_usage: dict[str, float] | None
+
+
+def _run_speaker(
+    bench: BenchLab, count: int, floor: Path | None, speaker: Mapping[str, Any], environment: Mapping[str, str]
+) -> _SpeakerRun | None:
+    """Start ExaBGP (the floor process if `floor`, else the announcer), wait until FRR holds all 2*count
+    prefixes; None (speaker stopped) on timeout. The speaker is left running."""
     background = Background(_known_pids(bench))
-    spec = floor_spec(bench, count, settings)
     updates = bench.updates_received()
-    start = bench.start_speaker(floor_spec=spec, speaker={}, environment=settings.environment)
+    start = bench.start_speaker(floor_spec=floor, speaker=dict(speaker), environment=dict(environment))
     background.add(start.exabgp_pid)
     api_pid = bench.api_pid()
     if api_pid is not None:
@@ -139,17 +151,26 @@ def run_floor(bench: BenchLab, count: int, settings: Settings) -> dict[str, floa
     done = bench.wait_full(count, FULL_TIMEOUT)
     if done is None:
         bench.stop_speaker()
-        return {"timeout": 1.0}
-    api_started = process_start(api_pid) if api_pid else None
+        return None
+    api_usage = process_usage(api_pid) if api_pid else None
+    exabgp = process_usage(start.exabgp_pid) or {}
     sample = _full_sample(done, start.exabgp_started, "exabgp_to_full")
+    api_started = process_start(api_pid) if api_pid else None
     if api_started is not None:
         sample["api_to_full"] = max(done.values()) - api_started
-    exabgp = process_usage(start.exabgp_pid) or {}
     sample["exabgp_cpu"] = exabgp.get("cpu_s", math.nan)
     sample["background_cpu"] = background.other_seconds()
     sample.update(_updates_sample(bench, updates))
+    return _SpeakerRun(sample, start.exabgp_started, api_started, api_usage)
+
+
+def run_floor(bench: BenchLab, count: int, settings: Settings) -> dict[str, float]:
+    """Start ExaBGP with the floor API process; seconds until FRR holds all 2*count prefixes."""
+    run = _run_speaker(bench, count, floor_spec(bench, count, settings), {}, settings.environment)
+    if run is None:
+        return {"timeout": 1.0}
     bench.stop_speaker()
-    return sample
+    return run.sample
 
 
 # --- B: the announcer --------------------------------------------------------------------------------------
@@ -157,36 +178,20 @@ def run_announcer(bench: BenchLab, count: int, settings: Settings, keep: bool = 
     """Start ExaBGP with the announcer, `count` Services already in the API server; seconds until FRR holds
     all 2*count prefixes, the announcer's own milestones, its CPU and peak RSS. keep: leave it running."""
     bench.set_services(count)
-    background = Background(_known_pids(bench))
     offset = _log_offset(bench)
-    updates = bench.updates_received()
-    start = bench.start_speaker(floor_spec=None, speaker=settings.speaker, environment=settings.environment)
-    background.add(start.exabgp_pid)
-    api_pid = bench.api_pid()
-    if api_pid is not None:
-        background.add(api_pid)
-    done = bench.wait_full(count, FULL_TIMEOUT)
-    if done is None:
-        bench.stop_speaker()
+    run = _run_speaker(bench, count, None, settings.speaker, settings.environment)
+    if run is None:
         return {"timeout": 1.0}
-    usage = process_usage(api_pid) if api_pid else None
-    exabgp = process_usage(start.exabgp_pid) or {}
-    sample = _full_sample(done, start.exabgp_started, "exabgp_to_full")
-    api_started = process_start(api_pid) if api_pid else None
-    if api_started is not None:
-        sample["api_to_full"] = max(done.values()) - api_started
+    sample = run.sample
     marks = announcer_marks(bench, offset)
-    reference = api_started if api_started is not None else start.exabgp_started
+    reference = run.api_started if run.api_started is not None else run.exabgp_started
     for name in ("started", "listed", "first_sync"):
         if name in marks:
             sample[f"api_to_{name}"] = marks[name] - reference
-    if usage is not None:
-        sample["announcer_cpu"] = usage["cpu_s"]
-        sample["announcer_hwm"] = usage["hwm_mib"]
-        sample["announcer_rss"] = usage["rss_mib"]
-    sample["exabgp_cpu"] = exabgp.get("cpu_s", math.nan)
-    sample["background_cpu"] = background.other_seconds()
-    sample.update(_updates_sample(bench, updates))
+    if run.api_usage is not None:
+        sample["announcer_cpu"] = run.api_usage["cpu_s"]
+        sample["announcer_hwm"] = run.api_usage["hwm_mib"]
+        sample["announcer_rss"] = run.api_usage["rss_mib"]
     if not keep:
         bench.stop_speaker()
     return sample
