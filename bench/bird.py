@@ -6,8 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from announcer.lab import netns
-from announcer.lab.netns import ProcessRecord
+from lab import netns
+from lab.netns import ProcessRecord
 
 BIRD = "/usr/sbin/bird"
 BIRDC = "/usr/sbin/birdc"

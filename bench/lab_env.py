@@ -17,14 +17,14 @@ from typing import Any
 
 import yaml
 
-from announcer.lab import netns
-from announcer.lab.fakeapi import FakeApiServer
-from announcer.lab.lab import (
+from bench.frr import BgpdVty, VtyError
+from lab import netns
+from lab.fakeapi import FakeApiServer
+from lab.lab import (
     API_ADDRESS,
     API_PORT,
     Lab,
 )
-from bench.frr import BgpdVty, VtyError
 
 log = logging.getLogger(__name__)
 

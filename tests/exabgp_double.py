@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from announcer.lab.lab import kubeconfig_text
+from lab.lab import kubeconfig_text
 
 # The configuration of the process tests: two IPv4 peers and one IPv6 peer, fast watch timeouts and backoff.
 V4_PEERS = ("192.0.2.1", "192.0.2.5")

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from announcer.lab.frr import Family, frr_missing_reason
-from announcer.lab.lab import TEST_PREFIX, Lab
+from lab.frr import Family, frr_missing_reason
+from lab.lab import TEST_PREFIX, Lab
 
 # What the trivial API process announces: every node the cluster IPs, only node-a the load-balancer IPs.
 STATIC_ROUTES = ("198.51.100.10/32", "2001:db8:96::a/128", "198.51.100.128/32@node-a", "2001:db8:1b::1/128@node-a")
@@ -35,7 +35,7 @@ def require_lab_prerequisites() -> None:
 def static_api_command(*routes: str) -> str:
     """The command line of the trivial API process announcing routes (PREFIX or PREFIX@NODE)."""
     arguments = " ".join(f"--route {route}" for route in routes)
-    return f"{sys.executable} -m announcer.lab static-api {arguments}"
+    return f"{sys.executable} -m lab static-api {arguments}"
 
 
 class LabKeeper:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from announcer.lab.fakeapi import FakeApiServer
+from lab.fakeapi import FakeApiServer
 from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
 from tests.factories import endpoint, endpoint_slice, service
 

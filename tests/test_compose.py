@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from announcer.config import load_config
-from announcer.lab import lab as lab_plan
-from announcer.lab.lab import load_objects
+from lab import lab as lab_plan
+from lab.lab import load_objects
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 COMPOSE = REPOSITORY / "docker-compose.yml"
-FRR_CONF = REPOSITORY / "announcer" / "lab" / "files" / "frr.conf"
+FRR_CONF = REPOSITORY / "lab" / "files" / "frr.conf"
 EXAMPLE = REPOSITORY / "examples" / "announcer.yaml"
 NODES = ("node-a", "node-b")
 

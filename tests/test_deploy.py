@@ -20,6 +20,7 @@ import yaml
 
 from announcer.config import Config, parse_config, parse_listen
 from announcer.exabgp_conf import render_exabgp_conf
+from lab.lab import project_tool
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEPLOY = REPOSITORY / "deploy"
@@ -467,7 +468,7 @@ def exabgp_output(tmp_path: Path, **environment: str) -> str:
     settings = run_announcer("exabgp-env", "--config", str(config)).stdout
     env = {**os.environ, **{key: "".join(shlex.split(value)) for key, _, value in
                             (line.partition("=") for line in settings.splitlines())}, **environment}  # fmt: skip
-    with subprocess.Popen(["exabgp", str(tmp_path / "exabgp.conf")], env=env, stdout=subprocess.PIPE,
+    with subprocess.Popen([str(project_tool("exabgp")), str(tmp_path / "exabgp.conf")], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True) as exabgp:  # fmt: skip
         assert exabgp.stdout is not None
         output = []

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from announcer.lab.frr import FAMILIES, Family
-from announcer.lab.lab import Lab
+from lab.frr import FAMILIES, Family
+from lab.lab import Lab
 from tests.factories import endpoint, endpoint_slice, service
 from tests.lab_support import LabKeeper, Rib, wait_for_rib_equal
 

@@ -22,7 +22,7 @@ from kubernetes import client
 from kubernetes.client import ApiException  # the same class as kubernetes.client.rest.ApiException
 from kubernetes.watch import Watch
 
-from announcer.lab.fakeapi import FakeApiServer
+from lab.fakeapi import FakeApiServer
 
 WAIT_SECONDS = 5.0
 WatchStream = Generator[dict[str, Any], None, None]
@@ -702,7 +702,7 @@ def test_the_server_listens_on_ipv6() -> None:
 
 
 def test_the_command_line_serves_a_seed_file_until_sigterm(tmp_path: Path) -> None:
-    """python -m announcer.lab.fakeapi seeds from a kind: List, logs its URL to stderr, exits 0 on SIGTERM."""
+    """python -m lab.fakeapi seeds from a kind: List, logs its URL to stderr, exits 0 on SIGTERM."""
     seed = tmp_path / "seed.yaml"
     seed.write_text(
         "kind: List\nitems:\n"
@@ -710,7 +710,7 @@ def test_the_command_line_serves_a_seed_file_until_sigterm(tmp_path: Path) -> No
         "- {kind: EndpointSlice, metadata: {name: web-1, namespace: shop}, addressType: IPv4, endpoints: []}\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "announcer.lab.fakeapi", "--listen", "127.0.0.1:0", "--seed", str(seed)],
+        [sys.executable, "-m", "lab.fakeapi", "--listen", "127.0.0.1:0", "--seed", str(seed)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from announcer.lab import frr, netns
-from announcer.lab.lab import API_ADDRESS, API_URL, Lab
+from lab import frr, netns
+from lab.lab import API_ADDRESS, API_URL, Lab
 from tests.lab_support import LabKeeper, wait_for_rib_equal
 
 pytestmark = pytest.mark.lab

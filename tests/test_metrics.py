@@ -22,10 +22,10 @@ from announcer.config import ConfigError, parse_listen
 from announcer.desired import DesiredTable, Policy
 from announcer.exabgp import ExaBgpPipe
 from announcer.kube import Changed, Resource
-from announcer.lab.fakeapi import FakeApiServer
 from announcer.metrics import DaemonMetrics
 from announcer.model import Attributes, Family, Prefix
 from announcer.reconcile import Action, Command
+from lab.fakeapi import FakeApiServer
 from tests.conftest import make_config
 from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
 from tests.factories import service

@@ -21,13 +21,13 @@ from typing import Any, TextIO
 
 import yaml
 
-from announcer.lab import netns
-from announcer.lab.frr import FAMILIES, FRR_CONF, BgpPath, Family, FrrMissingError, FrrRouter, frr_missing_reason
-from announcer.lab.netns import STATE_DIR, LabState, ProcessRecord
+from lab import netns
+from lab.frr import FAMILIES, FRR_CONF, BgpPath, Family, FrrMissingError, FrrRouter, frr_missing_reason
+from lab.netns import STATE_DIR, LabState, ProcessRecord
 
 log = logging.getLogger(__name__)
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPOSITORY / "examples" / "announcer.yaml"
 SAMPLES = Path(__file__).resolve().parent / "files" / "samples.yaml"
 
@@ -148,12 +148,13 @@ def format_rib_tables(router: FrrRouter, names: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _python_bin_dir() -> Path:
-    return Path(sys.executable).parent
+def project_tool(name: str) -> Path:
+    """A console script of the project's environment (sys.executable's directory), never a name looked up on PATH."""
+    return Path(sys.executable).parent / name
 
 
 def _exabgp_argv(config_path: Path) -> list[str]:
-    script = _python_bin_dir() / "exabgp"
+    script = project_tool("exabgp")
     if script.exists():
         return [str(script), str(config_path)]
     return [sys.executable, "-c", "import sys; from exabgp.application.main import main; sys.exit(main())",
@@ -290,7 +291,7 @@ class Lab:
         if leftovers:
             raise RuntimeError(
                 f"a lab with prefix {self.prefix!r} already exists ({', '.join(leftovers)}): "
-                f"run 'python -m announcer.lab down --prefix {self.prefix}' first"
+                f"run 'python -m lab down --prefix {self.prefix}' first"
             )
         self._check_api_address_free()
 
@@ -346,7 +347,7 @@ class Lab:
 
     def start_api_server(self) -> Any:
         """Start the stand-in Kubernetes API server in this process on 192.0.2.254:6443, seeded if asked."""
-        from announcer.lab.fakeapi import FakeApiServer
+        from lab.fakeapi import FakeApiServer
 
         server = FakeApiServer(host=API_ADDRESS, port=API_PORT).start()
         self.api = server
@@ -394,13 +395,13 @@ class Lab:
         # ExaBGP resolves a relative 'run' program against /etc/exabgp, the config folder and then every
         # PATH entry, keeping the LAST match: this interpreter's bin folder goes last so it wins.
         path_entries = [entry for entry in base.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":") if entry]
-        path_entries = [entry for entry in path_entries if entry != str(_python_bin_dir())]
+        path_entries = [entry for entry in path_entries if entry != str(project_tool("").parent)]
         base.update(
             {
                 "NODE_NAME": node.name,
                 "ROUTER_ID": node.router_id,
                 "KUBECONFIG": str(node.directory / "kubeconfig"),
-                "PATH": ":".join([*path_entries, str(_python_bin_dir())]),
+                "PATH": ":".join([*path_entries, str(project_tool("").parent)]),
                 "PYTHONUNBUFFERED": "1",
             }
         )

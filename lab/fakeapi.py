@@ -1509,7 +1509,7 @@ def _load_seed(path: Path) -> list[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM or SIGINT; SIGUSR1 makes the server unreachable until SIGUSR2."""
     parser = argparse.ArgumentParser(
-        prog="python -m announcer.lab.fakeapi",
+        prog="python -m lab.fakeapi",
         description=__doc__,
         epilog="Signals: SIGTERM/SIGINT stop; SIGUSR1 makes the server unreachable until SIGUSR2.",
     )

@@ -1,4 +1,4 @@
-"""The lab demo: `python -m announcer.lab up|down|status`, and a static stand-in API process for ExaBGP."""
+"""The lab demo: `python -m lab up|down|status`, and a static stand-in API process for ExaBGP."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from announcer.lab import netns
-from announcer.lab.frr import FrrRouter, frr_missing_reason
-from announcer.lab.lab import (
+from lab import netns
+from lab.frr import FrrRouter, frr_missing_reason
+from lab.lab import (
     DEFAULT_PREFIX,
     EXAMPLE_CONFIG,
     SAMPLES,
@@ -26,14 +26,14 @@ from announcer.lab.lab import (
     node_names_by_address,
 )
 
-log = logging.getLogger("announcer.lab")
+log = logging.getLogger("lab")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m announcer.lab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--announcer-command",
         help="replace the API process ExaBGP runs (default: the configuration's, i.e. the real announcer); "
-        'e.g. "python -m announcer.lab static-api --route 198.51.100.10/32"',
+        'e.g. "python -m lab static-api --route 198.51.100.10/32"',
     )
     up.add_argument("--settle", type=float, default=60.0, help="bound on waiting for FRR's routes to settle (s)")
     up.add_argument("--no-wait", action="store_true", help="tear down right after printing the table")
@@ -115,7 +115,7 @@ def command_up(arguments: argparse.Namespace) -> int:
         print(lab.rib_table())
         sys.stdout.flush()
         if not arguments.no_wait:
-            print("\nCtrl-C (or SIGTERM) tears the lab down; 'python -m announcer.lab status' shows the table again.",
+            print("\nCtrl-C (or SIGTERM) tears the lab down; 'python -m lab status' shows the table again.",
                   file=sys.stderr)  # fmt: skip
             while True:
                 time.sleep(3600)
@@ -187,7 +187,7 @@ def command_static_api(routes: list[str], rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m announcer.lab`."""
+    """Entry point of `python -m lab`."""
     arguments = _parser().parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from announcer.lab import netns
-from announcer.lab.netns import LabCommandError, ProcessRecord
+from lab import netns
+from lab.netns import LabCommandError, ProcessRecord
 
 log = logging.getLogger(__name__)
 
