@@ -1,21 +1,32 @@
-# The announcer image: ExaBGP with the announcer as its API process, one container per node.
+# The announcer image: ExaBGP with the announcer as its API process, one container per node. The product only:
+# the lab's stand-in API server is docker/lab.Dockerfile, FRR docker/frr.Dockerfile.
 #
 # Runs as an unprivileged user and needs no capabilities for the usual active peers (outgoing TCP to
 # port 179 from an ephemeral port; TCP MD5 passwords need none either). Only a passive peer listening
 # on port 179 needs NET_BIND_SERVICE (or a listen port of 1024 and up). In Kubernetes run it with
 # hostNetwork: true so BGP leaves from the node's address.
-FROM python:3.11-slim
+#
+# Debian 12's own Python 3.11, with the announcer, ExaBGP and the Kubernetes client from PyPI in a virtual
+# environment (/opt/announcer): a base image every Debian mirror can rebuild (scripts/docker-base).
+FROM debian:bookworm-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/announcer/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/announcer
 
 WORKDIR /src
 # README.m[d]: copied when present (pyproject.toml names it), without failing when it is not.
 COPY pyproject.toml README.m[d] ./
 COPY announcer ./announcer
-RUN pip install . \
+RUN /opt/announcer/bin/pip install . \
+    && rm -rf /src \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin announcer \
     && install -d -o announcer -g announcer -m 0750 /run/announcer
 
