@@ -7,14 +7,13 @@
 # hostNetwork: true so BGP leaves from the node's address.
 #
 # Debian 12's own Python 3.11, with the announcer, ExaBGP and the Kubernetes client from PyPI in a virtual
-# environment (/opt/announcer): a base image every Debian mirror can rebuild (scripts/docker-base).
-FROM debian:bookworm-slim
+# environment (/opt/announcer) built in a first stage: the image carries neither pip nor the sources. The base is one
+# every Debian mirror can rebuild (scripts/docker-base).
+FROM debian:bookworm-slim AS build
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PATH=/opt/announcer/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
@@ -22,14 +21,30 @@ RUN apt-get update \
     && python3 -m venv /opt/announcer
 
 WORKDIR /src
+# The dependencies first, from pyproject.toml alone: a change to the announcer's code reuses this layer.
+COPY pyproject.toml ./
+RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > requirements.txt \
+    && /opt/announcer/bin/pip install -r requirements.txt
 # README.m[d]: copied when present (pyproject.toml names it), without failing when it is not.
-COPY pyproject.toml README.m[d] ./
+COPY README.m[d] ./
 COPY announcer ./announcer
-RUN /opt/announcer/bin/pip install . \
-    && rm -rf /src \
+RUN /opt/announcer/bin/pip install --no-deps . \
+    && /opt/announcer/bin/pip uninstall --yes --quiet pip setuptools
+
+FROM debian:bookworm-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/announcer/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin announcer \
     && install -d -o announcer -g announcer -m 0750 /run/announcer
 
+COPY --from=build /opt/announcer /opt/announcer
 COPY deploy/entrypoint.sh /usr/local/bin/announcer-entrypoint
 RUN chmod 0755 /usr/local/bin/announcer-entrypoint
 
