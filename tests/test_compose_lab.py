@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from lab.lab import SAMPLES, load_objects
 from tests.compose_support import (
     LAB_IPV4,
     LAB_IPV6,
@@ -92,14 +93,19 @@ def test_frr_learns_every_sample_address_from_each_node_over_its_own_family(comp
     """IPv4 /32s only over the IPv4 sessions, IPv6 /128s only over the IPv6 ones; every sample clusterIP from both
     nodes except web-local's (externalTrafficPolicy: Local), which only node-a (its ready endpoints) announces."""
     cluster_ips = sample_cluster_ips()
-    web_local = {"198.51.100.14/32", "2001:db8:96::e/128"}
+    local = {
+        f"{ipaddress.ip_address(address)}/{ipaddress.ip_address(address).max_prefixlen}"
+        for item in load_objects(SAMPLES)
+        if item["kind"] == "Service" and item["spec"].get("externalTrafficPolicy") == "Local"
+        for address in item["spec"]["clusterIPs"]
+    }
     for family, expected in expected_tables().items():
         learned = {peer: set(prefixes) for peer, prefixes in bgp_table(compose_lab, family).items()}
         assert learned == expected
         assert set(learned) == {lab_address(node, family) for node in NODES}, "no path over the other family's sessions"
         node_a, node_b = (learned[lab_address(node, family)] for node in NODES)
         assert cluster_ips[family] <= node_a
-        assert cluster_ips[family] - node_b == cluster_ips[family] & web_local
+        assert cluster_ips[family] - node_b == cluster_ips[family] & local, "node-b has no ready local endpoint"
         for prefixes in learned.values():
             assert all(ipaddress.ip_network(prefix).prefixlen == (32 if family == 4 else 128) for prefix in prefixes)
             assert all(ipaddress.ip_network(prefix).version == family for prefix in prefixes)
