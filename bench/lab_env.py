@@ -181,10 +181,11 @@ def _enter_namespace(name: str) -> None:
 class IsolatedLab(Lab):
     """The lab without its root-namespace link: the stand-in API server listens inside the node namespace.
 
-    The plain lab puts 192.0.2.254 and host routes to the nodes in the root namespace, so only one lab can run
-    on a machine at a time; end-to-end tests run by others on the same machine would fail while the benchmark
-    runs, and the benchmark while they run. Here 192.0.2.254/32 sits on the node namespace's loopback and the
-    API server binds there (a thread enters the namespace just to create its listening socket).
+    The plain lab puts 203.0.113.254/28 (API_ADDRESS in HOST_NETWORK) in the root namespace, so only one lab can
+    run on a machine at a time; end-to-end tests run by others on the same machine would wait while the benchmark
+    runs, and the benchmark while they run. Here API_ADDRESS/32 sits on the node namespace's loopback and the API
+    server binds there (a thread enters the namespace just to create its listening socket): nothing of this lab
+    is in the root namespace, and the node gets no HOST_NETWORK address on its LAN interface.
     """
 
     def _take_address_lock(self) -> None:
@@ -194,7 +195,7 @@ class IsolatedLab(Lab):
         """The API address lives inside this lab's own node namespace: nothing in the root namespace to check."""
 
     def _place_api_address(self, bridge: str) -> None:
-        """192.0.2.254/32 on each node namespace's loopback instead of a link into the root namespace."""
+        """API_ADDRESS/32 on each node namespace's loopback instead of a link into the root namespace."""
         for node in self.nodes.values():
             netns.add_address(node.namespace, "lo", f"{API_ADDRESS}/32")
 

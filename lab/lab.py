@@ -39,7 +39,12 @@ ROUTER_IPV4 = "192.0.2.1"
 ROUTER_IPV6 = "2001:db8::1"
 NODE_IPV4 = ("192.0.2.11", "192.0.2.12")
 NODE_IPV6 = ("2001:db8::11", "2001:db8::12")
-API_ADDRESS = "192.0.2.254"
+# The root namespace joins the lab over HOST_NETWORK only, never 192.0.2.0/24 (this machine's own uplink may sit
+# there): the host end of the lab's veth holds API_ADDRESS, and each node one more address on its LAN interface.
+# Not 203.0.113.0/26: the Docker lab takes that.
+HOST_NETWORK = "203.0.113.240/28"
+API_ADDRESS = "203.0.113.254"
+NODE_HOST_IPV4 = ("203.0.113.241", "203.0.113.242")
 API_PORT = 6443
 API_URL = f"http://{API_ADDRESS}:{API_PORT}"
 SEGMENT_IPV4_LENGTH = 24
@@ -165,8 +170,9 @@ class Lab:
     """FRR (AS 64512) in a router namespace and ExaBGP (AS 64513) per node namespace, all on one bridge.
 
     Namespaces: PREFIXlan (the bridge), PREFIXrouter, PREFIX<node>; the root namespace joins the
-    bridge through the veth PREFIXhost as 192.0.2.254 (host routes to the nodes only, since the
-    root namespace may already use 192.0.2.0/24 on a real interface).
+    bridge through the veth PREFIXhost as 203.0.113.254/28, and each node holds one more address in
+    203.0.113.240/28, so the root namespace has only that connected route (nothing in 192.0.2.0/24,
+    where the machine's own uplink may sit).
     """
 
     def __init__(
@@ -259,7 +265,7 @@ class Lab:
         return self
 
     def _take_address_lock(self) -> None:
-        """Every lab uses the same addresses (192.0.2.254 in the root namespace): one lab at a time per machine.
+        """Every lab uses the same addresses (203.0.113.240/28 in the root namespace): one lab at a time per machine.
 
         A second lab (a benchmark beside a test run) waits here; the kernel drops the lock if its holder dies.
         """
@@ -296,9 +302,10 @@ class Lab:
         self._check_api_address_free()
 
     def _check_api_address_free(self) -> None:
-        holders = netns.addresses_on_other_links(API_ADDRESS, self.host_link)
+        """Nothing in the root namespace may already use the lab's host network (another lab, a container network)."""
+        holders = netns.root_uses_of_network(HOST_NETWORK, self.host_link)
         if holders:
-            raise RuntimeError(f"{API_ADDRESS} is already configured on {', '.join(holders)} (another lab?)")
+            raise RuntimeError(f"{HOST_NETWORK} is already in use in the root namespace: {'; '.join(holders)}")
 
     def _create_run_dir(self) -> None:
         if self._run_dir is None:
@@ -316,7 +323,7 @@ class Lab:
         return self.state
 
     def build_network(self) -> None:
-        """Namespaces, the bridge, one veth per member, addresses; the root namespace as 192.0.2.254."""
+        """Namespaces, the bridge, one veth per member, addresses; the root namespace as 203.0.113.254/28."""
         state = self._require_state()
         bridge = "br0"
         for namespace in [self.lan_namespace, self.router_namespace, *(n.namespace for n in self.nodes.values())]:
@@ -334,19 +341,21 @@ class Lab:
         self._place_api_address(bridge)
 
     def _place_api_address(self, bridge: str) -> None:
-        """The root namespace joins as 192.0.2.254/32 with host routes to the nodes, never the whole /24 (the
-        machine's own uplink may sit in 192.0.2.0/24) and never the router's address."""
+        """The root namespace joins as 203.0.113.254/28 and each node gets an address in 203.0.113.240/28 on its
+        LAN interface: the root namespace has that connected route only, nothing inside 192.0.2.0/24 (the
+        machine's own uplink sits there) and no route to the router."""
         state = self._require_state()
         netns.add_veth_pair(self.host_link, None, "host", self.lan_namespace)
         state.add_root_link(self.host_link)
         netns.attach_to_bridge(self.lan_namespace, "host", bridge)
-        netns.add_address(None, self.host_link, f"{API_ADDRESS}/32", prefix_route=False)
+        length = ipaddress.ip_network(HOST_NETWORK).prefixlen
+        netns.add_address(None, self.host_link, f"{API_ADDRESS}/{length}")
         netns.link_up(None, self.host_link)
-        for node in self.nodes.values():
-            netns.add_host_route(None, node.ipv4, self.host_link, source=API_ADDRESS)
+        for index, node in enumerate(self.nodes.values()):
+            netns.add_address(node.namespace, LAN_INTERFACE, f"{NODE_HOST_IPV4[index]}/{length}")
 
     def start_api_server(self) -> Any:
-        """Start the stand-in Kubernetes API server in this process on 192.0.2.254:6443, seeded if asked."""
+        """Start the stand-in Kubernetes API server in this process on 203.0.113.254:6443, seeded if asked."""
         from lab.fakeapi import FakeApiServer
 
         server = FakeApiServer(host=API_ADDRESS, port=API_PORT).start()

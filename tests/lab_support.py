@@ -39,7 +39,7 @@ def static_api_command(*routes: str) -> str:
 
 
 class LabKeeper:
-    """Keeps at most one lab up for the test session (they share 192.0.2.254), replacing it on demand."""
+    """Keeps at most one lab up for the test session (they share 203.0.113.240/28), replacing it on demand."""
 
     def __init__(self, prefix: str = TEST_PREFIX) -> None:
         self.prefix = prefix
@@ -124,7 +124,7 @@ def static_lab(lab_keeper: LabKeeper) -> Lab:
 
 @pytest.fixture
 def api(lab: Lab) -> Any:
-    """The stand-in Kubernetes API server (FakeApiServer) of the real-announcer lab, on 192.0.2.254:6443."""
+    """The stand-in Kubernetes API server (FakeApiServer) of the real-announcer lab, on 203.0.113.254:6443."""
     return lab.api
 
 

@@ -105,10 +105,10 @@ def test_the_network_is_internal_dual_stack_and_holds_every_fixed_address() -> N
 
 
 def test_the_compose_addresses_are_the_lab_plan() -> None:
-    """Router, nodes and API server have the addresses the namespace lab uses."""
+    """Router and nodes have the addresses the namespace lab uses (its API server sits on the root namespace's
+    side, lab_plan.HOST_NETWORK; the compose one on the compose network)."""
     assert lab_address("frr", 4) == lab_plan.ROUTER_IPV4
     assert lab_address("frr", 6) == lab_plan.ROUTER_IPV6
-    assert lab_address("api", 4) == lab_plan.API_ADDRESS
     for index, name in enumerate(NODES):
         assert lab_address(name, 4) == lab_plan.NODE_IPV4[index]
         assert lab_address(name, 6) == lab_plan.NODE_IPV6[index]
@@ -152,15 +152,15 @@ def test_each_node_gets_its_name_router_id_configuration_and_kubeconfig(name: st
 
 
 def test_the_kubeconfig_points_at_the_api_service_listen_address() -> None:
-    """The nodes' kubeconfig server is the api service's address and --listen port, as in the namespace lab."""
+    """The nodes' kubeconfig server is the api service's address and --listen port, shaped as the namespace lab's."""
     kubeconfig_path = mounts("node-a")[service("node-a")["environment"]["KUBECONFIG"]]
     kubeconfig = yaml.safe_load(kubeconfig_path.read_text(encoding="utf-8"))
     server = urlsplit(kubeconfig["clusters"][0]["cluster"]["server"])
     entrypoint = [str(word) for word in service("api")["entrypoint"]]
     listen = entrypoint[entrypoint.index("--listen") + 1]
     assert f"{server.hostname}:{server.port}" == listen == f"{lab_address('api', 4)}:{server.port}"
-    assert server.geturl() == lab_plan.API_URL
-    assert yaml.safe_load(lab_plan.kubeconfig_text()) == kubeconfig
+    assert server.port == lab_plan.API_PORT
+    assert yaml.safe_load(lab_plan.kubeconfig_text(server.geturl())) == kubeconfig
 
 
 def test_the_api_service_is_seeded_with_the_sample_objects() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import signal
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab import frr, netns
-from lab.lab import API_ADDRESS, API_URL, Lab
+from lab.lab import API_ADDRESS, API_URL, HOST_NETWORK, NODE_HOST_IPV4, Lab
 from tests.lab_support import LabKeeper, wait_for_rib_equal
 
 pytestmark = pytest.mark.lab
@@ -19,6 +20,8 @@ EXPECTED_IPV4 = {
     "192.0.2.11": {"198.51.100.10/32": ["192.0.2.11"], "198.51.100.128/32": ["192.0.2.11"]},
     "192.0.2.12": {"198.51.100.10/32": ["192.0.2.12"]},
 }
+UPLINK_NETWORK = ipaddress.ip_network("192.0.2.0/24")  # this machine's own uplink: the lab never touches it
+DOCKER_LAB_NETWORK = ipaddress.ip_network("203.0.113.0/26")  # the Docker lab's
 EXPECTED_IPV6 = {
     "2001:db8::11": {"2001:db8:96::a/128": ["2001:db8::11"], "2001:db8:1b::1/128": ["2001:db8::11"]},
     "2001:db8::12": {"2001:db8:96::a/128": ["2001:db8::12"]},
@@ -34,6 +37,53 @@ def test_a_missing_frr_is_reported_with_the_command_that_installs_it(
     assert reason is not None
     assert str(tmp_path / "bgpd") in reason
     assert "apt-get install -y frr" in reason
+
+
+def test_the_host_network_is_off_the_uplink_and_the_docker_lab_and_holds_every_root_side_address() -> None:
+    """The root namespace's side of the lab: a network outside 192.0.2.0/24 and 203.0.113.0/26, one address each."""
+    network = ipaddress.ip_network(HOST_NETWORK)
+    assert not network.overlaps(UPLINK_NETWORK)
+    assert not network.overlaps(DOCKER_LAB_NETWORK)
+    addresses = [API_ADDRESS, *NODE_HOST_IPV4]
+    assert len(set(addresses)) == len(addresses)
+    assert all(ipaddress.ip_address(address) in network for address in addresses)
+    assert network.network_address not in map(ipaddress.ip_address, addresses)
+    assert network.broadcast_address not in map(ipaddress.ip_address, addresses)
+
+
+def _fields_inside_uplink(route: dict[str, str]) -> list[str]:
+    """The destination, preferred source or gateway of a route that lies inside 192.0.2.0/24."""
+    found = []
+    for key in ("dst", "prefsrc", "gateway"):
+        value = route.get(key, "default")
+        if value != "default" and ipaddress.ip_network(value, strict=False).overlaps(UPLINK_NETWORK):
+            found.append(f"{key} {value}")
+    return found
+
+
+def test_the_root_namespace_gets_no_address_or_route_inside_192_0_2_0_24(static_lab: Lab) -> None:
+    """While the lab is up, the root namespace holds only 203.0.113.254/28 on the lab's link with its connected
+    route: no address, route or preferred source of the lab inside 192.0.2.0/24, where the uplink sits."""
+    lab_links = set(netns.links_with_prefix(static_lab.prefix))
+    assert lab_links == {static_lab.host_link}
+    lab_addresses = [
+        ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+        for entry in netns.addresses_json()
+        if entry["ifname"] in lab_links
+        for info in entry.get("addr_info", [])
+    ]
+    assert [address for address in lab_addresses if address.version == 4] == [
+        ipaddress.ip_interface(f"{API_ADDRESS}/{ipaddress.ip_network(HOST_NETWORK).prefixlen}")
+    ]
+    assert [address for address in lab_addresses if address.version == 6 and not address.is_link_local] == []
+
+    lab_routes = [route for route in netns.routes_json() if route.get("dev") in lab_links]
+    assert [(route["dst"], field) for route in lab_routes for field in _fields_inside_uplink(route)] == []
+    main_ipv4 = [route["dst"] for route in lab_routes if route["family"] == "inet" and "table" not in route]
+    assert main_ipv4 == [HOST_NETWORK], "only the connected route of the host network"
+    for node in static_lab.nodes.values():
+        way = json.loads(netns.ip("-json", "route", "get", node.ipv4))
+        assert way[0]["dev"] not in lab_links, f"the root namespace routes {node.ipv4} into the lab: {way}"
 
 
 def test_every_node_has_one_ipv4_and_one_ipv6_session_established_with_frr(static_lab: Lab) -> None:
@@ -133,7 +183,7 @@ def test_down_leaves_no_namespace_link_address_or_process_behind(lab_keeper: Lab
     assert [pid for pid in pids if netns.is_alive(pid)] == []
     assert [name for name in netns.list_namespaces() if name.startswith(static_lab.prefix)] == []
     assert netns.links_with_prefix(static_lab.prefix) == []
-    assert netns.addresses_on_other_links(API_ADDRESS, "") == []
+    assert netns.root_uses_of_network(HOST_NETWORK, "") == []
     assert not state_file.exists()
     ours = []
     for proc in Path("/proc").iterdir():
