@@ -86,6 +86,15 @@ def test_the_root_namespace_gets_no_address_or_route_inside_192_0_2_0_24(static_
         assert way[0]["dev"] not in lab_links, f"the root namespace routes {node.ipv4} into the lab: {way}"
 
 
+def test_exabgp_on_a_node_finds_the_environment_s_announcer_last_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ExaBGP resolves the relative `run announcer` against PATH keeping the last match: the interpreter's own
+    bin folder must come last, even when the caller's PATH lacks it (as under `.venv/bin/python3 -m pytest`)."""
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    path = Lab("tt-").node_environment("node-a")["PATH"].split(":")
+    assert path[-1] == str(Path(sys.executable).parent)
+    assert (Path(path[-1]) / "announcer").is_file()
+
+
 def test_every_node_has_one_ipv4_and_one_ipv6_session_established_with_frr(static_lab: Lab) -> None:
     """Each node peers over IPv4 for ipv4 unicast only and over IPv6 for ipv6 unicast only."""
     neighbors = static_lab.frr().neighbors()
