@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,40 @@ def test_down_leaves_no_namespace_link_address_or_process_behind(lab_keeper: Lab
             if str(static_lab.run_dir) in command_line:
                 ours.append(command_line)
     assert ours == [], json.dumps(ours, indent=1)
+
+
+def _bring_up(lab: Lab, outcome: list[BaseException | None]) -> None:
+    try:
+        lab.up(wait=False)
+    except BaseException as error:  # reported to the test thread
+        outcome.append(error)
+    else:
+        outcome.append(None)
+
+
+def test_a_lab_waits_for_the_machine_wide_lock_before_looking_for_leftovers(lab_keeper: LabKeeper) -> None:
+    """While another run's lab holds the lock (here: its namespace and the lock, held by the test), up() waits
+    for it to go down instead of refusing at once because that lab's names exist; then it comes up."""
+    lab_keeper.close()
+    prefix = "lk-"
+    netns.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    lab = Lab(prefix, nodes=("node-a",))
+    outcome: list[BaseException | None] = []
+    thread = threading.Thread(target=_bring_up, args=(lab, outcome), daemon=True)
+    with (netns.STATE_DIR / "addresses.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        netns.create_namespace(f"{prefix}lan")
+        try:
+            thread.start()
+            thread.join(1.5)
+            assert outcome == [], f"up() did not wait for the lab holding the lock: {outcome}"
+        finally:
+            netns.delete_namespace(f"{prefix}lan")
+            fcntl.flock(held, fcntl.LOCK_UN)
+    thread.join(60.0)
+    try:
+        assert outcome == [None]
+        assert netns.namespace_exists(lab.router_namespace)
+    finally:
+        lab.down()
+    assert [name for name in netns.list_namespaces() if name.startswith(prefix)] == []
