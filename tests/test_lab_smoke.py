@@ -6,15 +6,18 @@ import fcntl
 import ipaddress
 import json
 import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lab import frr, netns
 from lab.lab import API_ADDRESS, API_URL, HOST_NETWORK, NODE_HOST_IPV4, Lab
-from tests.lab_support import LabKeeper, wait_for_rib_equal
+from tests.lab_support import STATIC_ROUTES, LabKeeper, static_api_command, wait_for_rib_equal
 
 pytestmark = pytest.mark.lab
 
@@ -243,3 +246,50 @@ def test_a_lab_waits_for_the_machine_wide_lock_before_looking_for_leftovers(lab_
     finally:
         lab.down()
     assert [name for name in netns.list_namespaces() if name.startswith(prefix)] == []
+
+
+def _lines_into(stream: Any, lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line)
+
+
+def test_lab_up_exits_when_lab_down_in_another_shell_tears_its_lab_down(lab_keeper: LabKeeper) -> None:
+    """`python -m lab up` waiting for Ctrl-C notices that `python -m lab down` removed its lab and exits 0 within
+    seconds, leaving nothing behind."""
+    lab_keeper.close()  # the lab lock is machine-wide: the subprocess would wait for this session's lab
+    prefix = "ud-"
+    command = [sys.executable, "-m", "lab", "up", "--prefix", prefix, "--settle", "10",
+               "--announcer-command", static_api_command(*STATIC_ROUTES)]  # fmt: skip
+    up = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=_lines_into, args=(up.stderr, lines), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180.0
+        while not any("tears the lab down" in line for line in lines):
+            assert up.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        down = subprocess.run(
+            [sys.executable, "-m", "lab", "down", "--prefix", prefix],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert down.returncode == 0, down.stderr
+        torn_down = time.monotonic()
+        assert up.wait(timeout=20.0) == 0
+        exited_after = time.monotonic() - torn_down
+        reader.join(5.0)  # the rest of its stderr
+        assert any("torn down from elsewhere" in line for line in lines), "".join(lines)
+        assert exited_after < 15.0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        reader.join(5.0)
+        if up.stderr is not None:
+            up.stderr.close()
+        subprocess.run(
+            [sys.executable, "-m", "lab", "down", "--prefix", prefix], capture_output=True, timeout=120, check=False
+        )
+    assert [name for name in netns.list_namespaces() if name.startswith(prefix)] == []
+    assert netns.links_with_prefix(prefix) == []
