@@ -196,6 +196,7 @@ def root_uses_of_network(network: str, link: str) -> list[str]:
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
+_exit_codes: dict[int, int] = {}  # of our own children once reaped (negative: killed by that signal)
 
 
 @dataclass(frozen=True)
@@ -240,12 +241,20 @@ def is_alive(pid: int) -> bool:
     """Whether pid runs (a zombie counts as exited; our own children are reaped)."""
     child = _children.get(pid)
     if child is not None:
-        if child.poll() is None:
+        code = child.poll()
+        if code is None:
             return True
+        _exit_codes[pid] = code
         _children.pop(pid, None)
         return False
     fields = _stat_fields(pid)
     return fields is not None and fields[0] not in ("Z", "X")
+
+
+def exit_code(pid: int) -> int | None:
+    """The exit status of a child started here that has exited (negative: the signal), None if unknown."""
+    is_alive(pid)
+    return _exit_codes.get(pid)
 
 
 def is_same_process(record: ProcessRecord) -> bool:
@@ -268,7 +277,7 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     child = _children.get(pid)
     if child is not None:
         try:
-            child.wait(timeout=timeout)
+            _exit_codes[pid] = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return False
         _children.pop(pid, None)
