@@ -103,9 +103,10 @@ class Bird:
             self.configs[family].write_text(text, encoding="utf-8")
 
     def start(self) -> dict[str, ProcessRecord]:
-        """Start both daemons in the foreground (their errors go to NAME.out); the records by family."""
+        """Start both daemons in the foreground (their errors go to NAME.out, fresh each start); the records."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for family in FAMILIES:
+            self.outputs[family].unlink(missing_ok=True)
             daemon = DAEMONS[family]
             argv = [str(daemon.daemon), "-f", "-c", str(self.configs[family]), "-s", str(self.sockets[family]),
                     "-P", str(self.directory / f"{daemon.name}.pid")]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,14 @@ def log_tail(path: Path, offset: int = 0, lines: int = TAIL_LINES) -> str:
     return "\n".join(kept) if kept else f"(nothing in {path})"
 
 
+def file_size(path: Path) -> int:
+    """Bytes in path (0 when it does not exist yet)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _status(pid: int) -> str:
     code = netns.exit_code(pid)
     if code is None:
@@ -52,9 +61,11 @@ class DaemonWatch:
         self._watched: dict[str, _Watched] = {}
         self._next_check = 0.0
 
-    def add(self, name: str, record: ProcessRecord, *output: Path) -> None:
-        """Watch record; its failure quotes what it wrote to output (the files' ends from now on)."""
-        sized = tuple((path, path.stat().st_size if path.exists() else 0) for path in output)
+    def add(self, name: str, record: ProcessRecord, *output: Path, since: Mapping[Path, int] | None = None) -> None:
+        """Watch record; its failure quotes what it wrote to output after since[path] bytes (default: the size
+        now; give the size from before the start, as a daemon may have written and exited already)."""
+        offsets = since or {}
+        sized = tuple((path, offsets.get(path, file_size(path))) for path in output)
         self._watched[name] = _Watched(record, sized)
 
     def remove(self, name: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from bench.daemons import DaemonWatch
+from bench.daemons import DaemonWatch, file_size
 from bench.frr import BgpdVty, VtyError
 from lab import netns
 from lab.fakeapi import FakeApiServer
@@ -297,12 +297,12 @@ class BenchLab:
     ) -> None:
         self.down()
 
-    def track(self, record: ProcessRecord, *output: Path) -> None:
+    def track(self, record: ProcessRecord, *output: Path, since: Mapping[Path, int] | None = None) -> None:
         """A daemon started beside the lab's own (BIRD): watched, and stopped with the lab if the run ends."""
         state = self.lab.state
         if state is not None:
             state.add_process(record)
-        self.daemons.add(record.name, record, *output)
+        self.daemons.add(record.name, record, *output, since=since)
 
     def untrack(self, record: ProcessRecord) -> None:
         """Before stopping a tracked daemon on purpose."""
@@ -354,8 +354,9 @@ class BenchLab:
             self.lab.announcer_command = announcer_command or "announcer"
         asked = now()
         log_path = self.lab.node(NODE).exabgp_log
+        before = file_size(log_path)
         record = self.lab.start_exabgp(NODE)
-        self.daemons.add("exabgp", record, log_path)
+        self.daemons.add("exabgp", record, log_path, since={log_path: before})
         started = process_start(record.pid) or asked
         return SpeakerStart(record.pid, started, asked)
 

@@ -214,7 +214,8 @@ class BirdReference:
 
     def _start(self) -> None:
         for family, record in self.bird.start().items():
-            self.bench.track(record, self.bird.outputs[family])  # watched, and torn down with the lab
+            output = self.bird.outputs[family]
+            self.bench.track(record, output, since={output: 0})  # watched, and torn down with the lab
 
     def _stop(self) -> None:
         for record in list(self.bird.records.values()):

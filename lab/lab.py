@@ -284,6 +284,10 @@ class Lab:
             fcntl.flock(lock, fcntl.LOCK_EX)
         self._address_lock = lock
 
+    def release_lock(self) -> None:
+        """Release the machine-wide lab lock kept by down(release_lock=False)."""
+        self._release_address_lock()
+
     def _release_address_lock(self) -> None:
         if self._address_lock is not None:
             fcntl.flock(self._address_lock, fcntl.LOCK_UN)
@@ -612,8 +616,12 @@ class Lab:
 
     # Tearing it down
 
-    def down(self) -> list[str]:
-        """Stop ExaBGP, FRR and the API server by PID, delete the namespaces and root link; return notes."""
+    def down(self, release_lock: bool = True) -> list[str]:
+        """Stop ExaBGP, FRR and the API server by PID, delete the namespaces and root link; return notes.
+
+        release_lock=False keeps the machine-wide lab lock (release_lock() later), so no other lab comes up
+        while the caller checks what is left.
+        """
         started = time.monotonic()
         notes: list[str] = []
         for name in list(self._exabgp):
@@ -634,7 +642,8 @@ class Lab:
             notes += netns.teardown(self.state, self.prefix)
             self.state = None
         self.timings["down"] = time.monotonic() - started
-        self._release_address_lock()
+        if release_lock:
+            self._release_address_lock()
         if self._atexit_registered:
             atexit.unregister(self._down_at_exit)
             self._atexit_registered = False

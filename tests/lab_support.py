@@ -79,12 +79,13 @@ class LabKeeper:
                 lab.start_exabgp(name)
         lab.wait_established(timeout)
 
-    def close(self) -> list[str]:
-        """Tear the current lab down (by PID and namespace); returns what was cleaned up."""
+    def close(self, keep_lock: bool = False) -> list[str]:
+        """Tear the current lab down (by PID and namespace); returns what was cleaned up. keep_lock: the lab
+        keeps the machine-wide lock (its release_lock() ends that), so no other run's lab comes up meanwhile."""
         lab, self.current, self._kind = self.current, None, None
         if lab is None:
             return []
-        notes = lab.down()
+        notes = lab.down(release_lock=not keep_lock)
         self.timings.append(dict(lab.timings))
         print(f"lab {self.prefix}: down, timings {lab.timings}, logs in {lab.run_dir}", file=sys.stderr)
         return notes

@@ -96,7 +96,7 @@ def test_bird_refusing_its_configuration_fails_the_watch_with_bird_s_own_error(w
             config.write_text(BROKEN_CONFIG, encoding="utf-8")
         started = time.monotonic()
         for family, record in bird.start().items():
-            watch.add(record.name, record, bird.outputs[family])
+            watch.add(record.name, record, bird.outputs[family], since={bird.outputs[family]: 0})
         with pytest.raises(DaemonFailed) as failure:
             check_until(watch, started + FAIL_WITHIN)
         assert time.monotonic() - started < FAIL_WITHIN

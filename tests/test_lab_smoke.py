@@ -192,23 +192,25 @@ def test_down_leaves_no_namespace_link_address_or_process_behind(lab_keeper: Lab
         pids.add(child)
     assert {record.name for record in records} >= {"frr-zebra", "frr-bgpd", "exabgp-node-a", "exabgp-node-b"}
 
-    lab_keeper.close()
-
-    assert [pid for pid in pids if netns.is_alive(pid)] == []
-    assert [name for name in netns.list_namespaces() if name.startswith(static_lab.prefix)] == []
-    assert netns.links_with_prefix(static_lab.prefix) == []
-    assert netns.root_uses_of_network(HOST_NETWORK, "") == []
-    assert not state_file.exists()
-    ours = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                command_line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(static_lab.run_dir) in command_line:
-                ours.append(command_line)
-    assert ours == [], json.dumps(ours, indent=1)
+    lab_keeper.close(keep_lock=True)  # other runs use the same names: none may come up while we look
+    try:
+        assert [pid for pid in pids if netns.is_alive(pid)] == []
+        assert [name for name in netns.list_namespaces() if name.startswith(static_lab.prefix)] == []
+        assert netns.links_with_prefix(static_lab.prefix) == []
+        assert netns.root_uses_of_network(HOST_NETWORK, "") == []
+        assert not state_file.exists()
+        ours = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    command_line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if str(static_lab.run_dir) in command_line:
+                    ours.append(command_line)
+        assert ours == [], json.dumps(ours, indent=1)
+    finally:
+        static_lab.release_lock()
 
 
 def _bring_up(lab: Lab, outcome: list[BaseException | None]) -> None:
