@@ -8,10 +8,12 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 10_000, 25_000)
@@ -63,7 +65,27 @@ def _require_root() -> None:
         raise SystemExit(2)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; SIGTERM and SIGHUP end it like Ctrl-C, tearing its lab down; exit 130 then."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)  # so every `with BenchLab(...)` / finally block runs
+    from bench.daemons import DaemonFailed
+
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as interruption:
+        print(f"bench: interrupted ({interruption or 'SIGINT'}); its lab is torn down", file=sys.stderr)
+        return 130
+    except DaemonFailed as failure:
+        print(f"bench: a daemon failed, the run stopped and its lab is torn down: {failure}", file=sys.stderr)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     arguments = _parser().parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -86,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(run_tune(workdir, arguments.size[0], arguments.runs, arguments.only))
         return 0
+    from bench.bird import ensure_bird
     from bench.report import render
     from bench.suite import Plan, run_suite
 
@@ -102,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         floor_default=not arguments.no_floor_default,
         bird=not arguments.no_bird,
     )
+    if plan.bird and (reason := ensure_bird()) is not None:
+        print(f"bench: C (BIRD) will not be measured: {reason}", file=sys.stderr)
     started = time.monotonic()
     result = run_suite(workdir, plan)
     (workdir / "results.json").write_text(json.dumps(dataclasses.asdict(result), indent=1), encoding="utf-8")

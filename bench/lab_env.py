@@ -7,16 +7,20 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import yaml
 
+from bench.daemons import DaemonWatch, file_size
 from bench.frr import BgpdVty, VtyError
 from lab import netns
 from lab.fakeapi import FakeApiServer
@@ -25,6 +29,7 @@ from lab.lab import (
     API_PORT,
     Lab,
 )
+from lab.netns import ProcessRecord
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +186,11 @@ def _enter_namespace(name: str) -> None:
 class IsolatedLab(Lab):
     """The lab without its root-namespace link: the stand-in API server listens inside the node namespace.
 
-    The plain lab puts 192.0.2.254 and host routes to the nodes in the root namespace, so only one lab can run
-    on a machine at a time; end-to-end tests run by others on the same machine would fail while the benchmark
-    runs, and the benchmark while they run. Here 192.0.2.254/32 sits on the node namespace's loopback and the
-    API server binds there (a thread enters the namespace just to create its listening socket).
+    The plain lab puts 203.0.113.254/28 (API_ADDRESS in HOST_NETWORK) in the root namespace, so only one lab can
+    run on a machine at a time; end-to-end tests run by others on the same machine would wait while the benchmark
+    runs, and the benchmark while they run. Here API_ADDRESS/32 sits on the node namespace's loopback and the API
+    server binds there (a thread enters the namespace just to create its listening socket): nothing of this lab
+    is in the root namespace, and the node gets no HOST_NETWORK address on its LAN interface.
     """
 
     def _take_address_lock(self) -> None:
@@ -194,7 +200,7 @@ class IsolatedLab(Lab):
         """The API address lives inside this lab's own node namespace: nothing in the root namespace to check."""
 
     def _place_api_address(self, bridge: str) -> None:
-        """192.0.2.254/32 on each node namespace's loopback instead of a link into the root namespace."""
+        """API_ADDRESS/32 on each node namespace's loopback instead of a link into the root namespace."""
         for node in self.nodes.values():
             netns.add_address(node.namespace, "lo", f"{API_ADDRESS}/32")
 
@@ -219,8 +225,24 @@ class IsolatedLab(Lab):
         return server
 
 
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block ends (a teardown is not cut short; they arrive after)."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class BenchLab:
-    """The lab of the benchmark, with the speaker (ExaBGP and its API process) started and stopped per run."""
+    """The lab of the benchmark, with the speaker (ExaBGP and its API process) started and stopped per run.
+
+    Use ``with BenchLab(workdir) as bench:``: the lab (namespaces, FRR, ExaBGP, BIRD) is torn down on every way
+    out, Ctrl-C and SIGTERM included (``python3 -m bench`` turns SIGTERM into KeyboardInterrupt). Every daemon it
+    starts is watched while the benchmark waits on FRR: one that exits raises DaemonFailed with its own output.
+    """
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -239,18 +261,55 @@ class BenchLab:
         )
         self.vty: BgpdVty | None = None
         self.present: set[int] = set()
+        self.daemons = DaemonWatch()
 
     # --- life cycle ---------------------------------------------------------------------------------------
     def up(self) -> BenchLab:
-        self.lab.up(wait=True)
-        self.vty = BgpdVty(self.lab.run_dir / "frr")
-        self.stop_speaker()
+        """Bring the lab up (torn down again if that fails or is interrupted), FRR watched, the speaker stopped."""
+        try:
+            self.lab.up(wait=True)
+            router = self.lab.frr()
+            for record in router.processes:
+                daemon = record.name.removeprefix("frr-")
+                self.daemons.add(record.name, record, router.runtime_dir / f"{daemon}.out", router.log_path(daemon))
+            self.vty = BgpdVty(self.lab.run_dir / "frr")
+            self.stop_speaker()
+        except BaseException:
+            self.down()
+            raise
         return self
 
     def down(self) -> None:
-        if self.vty is not None:
-            self.vty.close()
-        self.lab.down()
+        """Stop everything the benchmark started and delete its namespaces; signals wait until it is done."""
+        with signals_held():
+            for name in ("exabgp", "frr-bgpd", "frr-zebra"):
+                self.daemons.remove(name)
+            if self.vty is not None:
+                self.vty.close()
+                self.vty = None
+            self.lab.down()
+
+    def __enter__(self) -> BenchLab:
+        return self.up()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.down()
+
+    def track(self, record: ProcessRecord, *output: Path, since: Mapping[Path, int] | None = None) -> None:
+        """A daemon started beside the lab's own (BIRD): watched, and stopped with the lab if the run ends."""
+        state = self.lab.state
+        if state is not None:
+            state.add_process(record)
+        self.daemons.add(record.name, record, *output, since=since)
+
+    def untrack(self, record: ProcessRecord) -> None:
+        """Before stopping a tracked daemon on purpose."""
+        self.daemons.remove(record.name)
+        state = self.lab.state
+        if state is not None:
+            state.remove_process(record)
 
     @property
     def api(self) -> Any:
@@ -294,7 +353,10 @@ class BenchLab:
         else:
             self.lab.announcer_command = announcer_command or "announcer"
         asked = now()
+        log_path = self.lab.node(NODE).exabgp_log
+        before = file_size(log_path)
         record = self.lab.start_exabgp(NODE)
+        self.daemons.add("exabgp", record, log_path, since={log_path: before})
         started = process_start(record.pid) or asked
         return SpeakerStart(record.pid, started, asked)
 
@@ -306,12 +368,14 @@ class BenchLab:
 
     def stop_speaker(self, timeout: float = 120.0) -> None:
         """Stop ExaBGP (and its API process), then wait until FRR has dropped every route it had."""
+        self.daemons.remove("exabgp")
         self.lab.stop_exabgp(NODE, timeout=10.0)
         self.wait_rib_empty(timeout)
 
     def wait_rib_empty(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
+            self.daemons.check()
             try:
                 counts = [self.rib_count(family) for family in FAMILIES]
             except VtyError:
@@ -340,6 +404,7 @@ class BenchLab:
         """Seconds until both sessions of the node are Established."""
         started = time.monotonic()
         while True:
+            self.daemons.check()
             states = {family: self.frr().states(family).get(NODE_ADDRESS[family]) for family in FAMILIES}
             if all(state == "Established" for state in states.values()):
                 return time.monotonic() - started
@@ -351,7 +416,7 @@ class BenchLab:
         """CLOCK_BOOTTIME at which FRR held `count` prefixes of each family from the node; None at timeout."""
         wanted = {family: {NODE_ADDRESS[family]: count} for family in FAMILIES}
         offset = now() - time.monotonic()
-        done = self.frr().wait_counts(wanted, timeout)
+        done = self.frr().wait_counts(wanted, timeout, on_poll=self.daemons.check)
         return None if done is None else {family: at + offset for family, at in done.items()}
 
     # --- Services -----------------------------------------------------------------------------------------

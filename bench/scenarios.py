@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bird import Bird, bird_config, bird_missing_reason, write_static
+from bench.bird import Bird, bird_missing_reason, write_static
 from bench.lab_env import (
     FAMILIES,
     NODE,
@@ -197,9 +197,10 @@ def run_announcer(bench: BenchLab, count: int, settings: Settings, keep: bool = 
     return sample
 
 
-# --- C: BIRD 2 ---------------------------------------------------------------------------------------------
+# --- C: BIRD 1.6 -------------------------------------------------------------------------------------------
 class BirdReference:
-    """BIRD in the node namespace (ExaBGP stopped) on the node's addresses, so FRR's neighbour is the same."""
+    """BIRD and BIRD6 (Calico's daemons) in the node namespace (ExaBGP stopped) on the node's addresses, so
+    FRR's neighbours are the same."""
 
     def __init__(self, bench: BenchLab) -> None:
         self.bench = bench
@@ -207,25 +208,19 @@ class BirdReference:
         self.reason = bird_missing_reason()
 
     def _prepare(self, count: int) -> None:
-        self.bird.directory.mkdir(parents=True, exist_ok=True)
-        self.bird.config.write_text(
-            bird_config(NODE_ADDRESS["ipv4"], NODE_ADDRESS, ROUTER, self.bird.includes), encoding="utf-8"
-        )
+        self.bird.write_configs(NODE_ADDRESS["ipv4"], NODE_ADDRESS, ROUTER)
         for family in FAMILIES:
             write_static(self.bird.includes[family], prefixes(count, family))
 
     def _start(self) -> None:
-        record = self.bird.start()
-        state = self.bench.lab.state
-        if state is not None:
-            state.add_process(record)  # torn down with the lab if the benchmark dies
+        for family, record in self.bird.start().items():
+            output = self.bird.outputs[family]
+            self.bench.track(record, output, since={output: 0})  # watched, and torn down with the lab
 
     def _stop(self) -> None:
-        record = self.bird.record
+        for record in list(self.bird.records.values()):
+            self.bench.untrack(record)
         self.bird.stop()
-        state = self.bench.lab.state
-        if state is not None and record is not None:
-            state.remove_process(record)
         self.bench.wait_rib_empty(120.0)
 
     def run(self, count: int) -> dict[str, float]:
@@ -261,6 +256,7 @@ def _wait_presence(bench: BenchLab, wanted: Mapping[str, str], present: bool, ti
     pending = dict(wanted)
     deadline = now() + timeout
     while pending:
+        bench.daemons.check()
         for family, prefix in list(pending.items()):
             if frr.has_prefix(family, prefix) == present:
                 del pending[family]
@@ -320,6 +316,7 @@ def steady_floor(bench: BenchLab, count: int, repeats: int, settings: Settings, 
         control = bench.workdir / "floor.sock"
         deadline = time.monotonic() + 10.0
         while not control.exists() and time.monotonic() < deadline:
+            bench.daemons.check()
             time.sleep(0.01)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(control))
@@ -377,6 +374,7 @@ def churn(bench: BenchLab, count: int, changes: int, spread: float) -> dict[str,
     deadline = now() + FULL_TIMEOUT
     matched_at: float | None = None
     while now() < deadline:
+        bench.daemons.check()
         counts = {family: frr.prefix_counts(family).get(NODE_ADDRESS[family]) for family in FAMILIES}
         if all(counts[family] == len(expected[family]) for family in FAMILIES) and all(
             all(frr.has_prefix(family, prefix) for prefix in present)

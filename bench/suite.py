@@ -103,10 +103,8 @@ def _timed(label: str, action: Callable[[], dict[str, float]]) -> dict[str, floa
 def run_suite(workdir: Path, plan: Plan) -> SuiteResult:
     result = SuiteResult([SizeResult(size) for size in plan.sizes], plan.runs, time.time())
     result.environment = _machine()
-    bench = BenchLab(workdir)
-    _progress(f"lab up (run directory {workdir})")
-    bench.up()
-    try:
+    _progress(f"lab coming up (run directory {workdir})")
+    with BenchLab(workdir) as bench:
         bird = BirdReference(bench)
         if bird.reason is not None:
             result.bird_missing = bird.reason
@@ -141,9 +139,7 @@ def run_suite(workdir: Path, plan: Plan) -> SuiteResult:
                 size_result.steady_floor = steady_floor(
                     bench, size, plan.steady_repeats, FLOOR_BEST, STEADY_FIRST_INDEX
                 )
-    finally:
-        bench.down()
-        _progress("lab down")
+    _progress("lab down")
     result.finished = time.time()
     return result
 

@@ -30,6 +30,8 @@ log = logging.getLogger("lab")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+WATCH_INTERVAL = 0.5  # seconds between checks that the lab is still there (`python -m lab down` elsewhere)
+FINISH_WAIT = 10.0  # seconds given to a teardown from elsewhere to finish before this process cleans up too
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +92,29 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def torn_down_elsewhere(lab: Lab) -> str | None:
+    """Why the running lab counts as torn down by someone else (state file or namespaces gone), or None."""
+    if lab.state is None or not lab.state.path.exists():
+        return "its state file is gone"
+    existing = set(netns.list_namespaces())
+    missing = [name for name in (lab.lan_namespace, lab.router_namespace) if name not in existing]
+    return f"namespace {', '.join(missing)} gone" if missing else None
+
+
+def wait_while_up(lab: Lab, interval: float = WATCH_INTERVAL) -> str:
+    """Block until the lab is torn down from elsewhere (e.g. `python -m lab down` in another shell); say how.
+
+    Signals (Ctrl-C, SIGTERM) still interrupt the wait. Once the namespaces are gone, give the other teardown
+    a bounded while to finish (it removes the state file last) before this process cleans up what is left.
+    """
+    while (reason := torn_down_elsewhere(lab)) is None:
+        time.sleep(interval)
+    deadline = time.monotonic() + FINISH_WAIT
+    while lab.state is not None and lab.state.path.exists() and time.monotonic() < deadline:
+        time.sleep(interval)
+    return reason
+
+
 def command_up(arguments: argparse.Namespace) -> int:
     """Bring the lab up, print the routes, wait for SIGINT/SIGTERM, tear down."""
     ensure_frr()
@@ -117,8 +142,8 @@ def command_up(arguments: argparse.Namespace) -> int:
         if not arguments.no_wait:
             print("\nCtrl-C (or SIGTERM) tears the lab down; 'python -m lab status' shows the table again.",
                   file=sys.stderr)  # fmt: skip
-            while True:
-                time.sleep(3600)
+            reason = wait_while_up(lab)
+            print(f"\nthe lab was torn down from elsewhere ({reason}); exiting", file=sys.stderr)
     except KeyboardInterrupt:
         print("\ntearing the lab down", file=sys.stderr)
     finally:

@@ -39,7 +39,12 @@ ROUTER_IPV4 = "192.0.2.1"
 ROUTER_IPV6 = "2001:db8::1"
 NODE_IPV4 = ("192.0.2.11", "192.0.2.12")
 NODE_IPV6 = ("2001:db8::11", "2001:db8::12")
-API_ADDRESS = "192.0.2.254"
+# The root namespace joins the lab over HOST_NETWORK only, never 192.0.2.0/24 (this machine's own uplink may sit
+# there): the host end of the lab's veth holds API_ADDRESS, and each node one more address on its LAN interface.
+# Not 203.0.113.0/26: the Docker lab takes that.
+HOST_NETWORK = "203.0.113.240/28"
+API_ADDRESS = "203.0.113.254"
+NODE_HOST_IPV4 = ("203.0.113.241", "203.0.113.242")
 API_PORT = 6443
 API_URL = f"http://{API_ADDRESS}:{API_PORT}"
 SEGMENT_IPV4_LENGTH = 24
@@ -165,8 +170,9 @@ class Lab:
     """FRR (AS 64512) in a router namespace and ExaBGP (AS 64513) per node namespace, all on one bridge.
 
     Namespaces: PREFIXlan (the bridge), PREFIXrouter, PREFIX<node>; the root namespace joins the
-    bridge through the veth PREFIXhost as 192.0.2.254 (host routes to the nodes only, since the
-    root namespace may already use 192.0.2.0/24 on a real interface).
+    bridge through the veth PREFIXhost as 203.0.113.254/28, and each node holds one more address in
+    203.0.113.240/28, so the root namespace has only that connected route (nothing in 192.0.2.0/24,
+    where the machine's own uplink may sit).
     """
 
     def __init__(
@@ -230,8 +236,12 @@ class Lab:
     def up(self, wait: bool = True, timeout: float = 60.0) -> Lab:
         """Build the network, start the API server (if asked), FRR and every ExaBGP; wait for the sessions."""
         started = time.monotonic()
-        self._preflight()
-        self._take_address_lock()
+        self._take_address_lock()  # first: a lab another run has up (same prefix) is waited for, not refused
+        try:
+            self._preflight()
+        except BaseException:
+            self._release_address_lock()
+            raise
         self._create_run_dir()
         self.state = LabState.for_prefix(self.prefix, self._state_dir)
         self.state.run_dir = str(self.run_dir)
@@ -259,7 +269,7 @@ class Lab:
         return self
 
     def _take_address_lock(self) -> None:
-        """Every lab uses the same addresses (192.0.2.254 in the root namespace): one lab at a time per machine.
+        """Every lab uses the same addresses (203.0.113.240/28 in the root namespace): one lab at a time per machine.
 
         A second lab (a benchmark beside a test run) waits here; the kernel drops the lock if its holder dies.
         """
@@ -273,6 +283,10 @@ class Lab:
             log.warning("another lab holds the lab addresses; waiting for it to go down")
             fcntl.flock(lock, fcntl.LOCK_EX)
         self._address_lock = lock
+
+    def release_lock(self) -> None:
+        """Release the machine-wide lab lock kept by down(release_lock=False)."""
+        self._release_address_lock()
 
     def _release_address_lock(self) -> None:
         if self._address_lock is not None:
@@ -296,9 +310,10 @@ class Lab:
         self._check_api_address_free()
 
     def _check_api_address_free(self) -> None:
-        holders = netns.addresses_on_other_links(API_ADDRESS, self.host_link)
+        """Nothing in the root namespace may already use the lab's host network (another lab, a container network)."""
+        holders = netns.root_uses_of_network(HOST_NETWORK, self.host_link)
         if holders:
-            raise RuntimeError(f"{API_ADDRESS} is already configured on {', '.join(holders)} (another lab?)")
+            raise RuntimeError(f"{HOST_NETWORK} is already in use in the root namespace: {'; '.join(holders)}")
 
     def _create_run_dir(self) -> None:
         if self._run_dir is None:
@@ -316,7 +331,7 @@ class Lab:
         return self.state
 
     def build_network(self) -> None:
-        """Namespaces, the bridge, one veth per member, addresses; the root namespace as 192.0.2.254."""
+        """Namespaces, the bridge, one veth per member, addresses; the root namespace as 203.0.113.254/28."""
         state = self._require_state()
         bridge = "br0"
         for namespace in [self.lan_namespace, self.router_namespace, *(n.namespace for n in self.nodes.values())]:
@@ -334,19 +349,21 @@ class Lab:
         self._place_api_address(bridge)
 
     def _place_api_address(self, bridge: str) -> None:
-        """The root namespace joins as 192.0.2.254/32 with host routes to the nodes, never the whole /24 (the
-        machine's own uplink may sit in 192.0.2.0/24) and never the router's address."""
+        """The root namespace joins as 203.0.113.254/28 and each node gets an address in 203.0.113.240/28 on its
+        LAN interface: the root namespace has that connected route only, nothing inside 192.0.2.0/24 (the
+        machine's own uplink sits there) and no route to the router."""
         state = self._require_state()
         netns.add_veth_pair(self.host_link, None, "host", self.lan_namespace)
         state.add_root_link(self.host_link)
         netns.attach_to_bridge(self.lan_namespace, "host", bridge)
-        netns.add_address(None, self.host_link, f"{API_ADDRESS}/32", prefix_route=False)
+        length = ipaddress.ip_network(HOST_NETWORK).prefixlen
+        netns.add_address(None, self.host_link, f"{API_ADDRESS}/{length}")
         netns.link_up(None, self.host_link)
-        for node in self.nodes.values():
-            netns.add_host_route(None, node.ipv4, self.host_link, source=API_ADDRESS)
+        for index, node in enumerate(self.nodes.values()):
+            netns.add_address(node.namespace, LAN_INTERFACE, f"{NODE_HOST_IPV4[index]}/{length}")
 
     def start_api_server(self) -> Any:
-        """Start the stand-in Kubernetes API server in this process on 192.0.2.254:6443, seeded if asked."""
+        """Start the stand-in Kubernetes API server in this process on 203.0.113.254:6443, seeded if asked."""
         from lab.fakeapi import FakeApiServer
 
         server = FakeApiServer(host=API_ADDRESS, port=API_PORT).start()
@@ -394,14 +411,15 @@ class Lab:
         base = {key: value for key, value in os.environ.items() if not key.lower().startswith("exabgp")}
         # ExaBGP resolves a relative 'run' program against /etc/exabgp, the config folder and then every
         # PATH entry, keeping the LAST match: this interpreter's bin folder goes last so it wins.
+        tools = str(project_tool("announcer").parent)
         path_entries = [entry for entry in base.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":") if entry]
-        path_entries = [entry for entry in path_entries if entry != str(project_tool("").parent)]
+        path_entries = [entry for entry in path_entries if entry != tools]
         base.update(
             {
                 "NODE_NAME": node.name,
                 "ROUTER_ID": node.router_id,
                 "KUBECONFIG": str(node.directory / "kubeconfig"),
-                "PATH": ":".join([*path_entries, str(project_tool("").parent)]),
+                "PATH": ":".join([*path_entries, tools]),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -598,8 +616,12 @@ class Lab:
 
     # Tearing it down
 
-    def down(self) -> list[str]:
-        """Stop ExaBGP, FRR and the API server by PID, delete the namespaces and root link; return notes."""
+    def down(self, release_lock: bool = True) -> list[str]:
+        """Stop ExaBGP, FRR and the API server by PID, delete the namespaces and root link; return notes.
+
+        release_lock=False keeps the machine-wide lab lock (release_lock() later), so no other lab comes up
+        while the caller checks what is left.
+        """
         started = time.monotonic()
         notes: list[str] = []
         for name in list(self._exabgp):
@@ -620,7 +642,8 @@ class Lab:
             notes += netns.teardown(self.state, self.prefix)
             self.state = None
         self.timings["down"] = time.monotonic() - started
-        self._release_address_lock()
+        if release_lock:
+            self._release_address_lock()
         if self._atexit_registered:
             atexit.unregister(self._down_at_exit)
             self._atexit_registered = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -142,15 +143,6 @@ def add_address(netns: str | None, link: str, cidr: str, *, prefix_route: bool =
     ip(*(["-6"] if ":" in cidr else []), *arguments, netns=netns)
 
 
-def add_host_route(netns: str | None, address: str, link: str, source: str | None = None) -> None:
-    """Route one address (/32 or /128) through link."""
-    length = 128 if ":" in address else 32
-    arguments = ["route", "add", f"{address}/{length}", "dev", link]
-    if source is not None:
-        arguments += ["src", source]
-    ip(*arguments, netns=netns)
-
-
 def links_with_prefix(prefix: str, netns: str | None = None) -> list[str]:
     """Names of the links whose name starts with prefix."""
     output = ip("-json", "link", "show", netns=netns).strip()
@@ -163,22 +155,48 @@ def delete_link(name: str, netns: str | None = None) -> None:
     ip("link", "delete", name, netns=netns, check=False)
 
 
-def addresses_on_other_links(address: str, link: str) -> list[str]:
-    """Root-namespace links other than link that already carry address."""
-    output = ip("-json", "address", "show").strip()
-    holders: list[str] = []
-    for entry in json.loads(output) if output else []:
-        if entry.get("ifname") == link:
+def addresses_json(netns: str | None = None) -> list[dict[str, Any]]:
+    """`ip -json address show`: one entry per link with its addr_info list."""
+    output = ip("-json", "address", "show", netns=netns).strip()
+    entries: list[dict[str, Any]] = json.loads(output) if output else []
+    return entries
+
+
+def routes_json(netns: str | None = None) -> list[dict[str, Any]]:
+    """Every IPv4 and IPv6 route of every table (`ip -json route show table all`), each with its "family"."""
+    routes: list[dict[str, Any]] = []
+    for family in ("inet", "inet6"):
+        output = ip("-json", "-family", family, "route", "show", "table", "all", netns=netns).strip()
+        routes += [{**route, "family": family} for route in (json.loads(output) if output else [])]
+    return routes
+
+
+def root_uses_of_network(network: str, link: str) -> list[str]:
+    """Root-namespace addresses and routes overlapping network on links other than link, described."""
+    wanted = ipaddress.ip_network(network)
+    uses: list[str] = []
+    for entry in addresses_json():
+        for info in entry.get("addr_info", []):
+            if entry.get("ifname") == link or "local" not in info:
+                continue
+            held = ipaddress.ip_interface(f"{info['local']}/{info.get('prefixlen', 128)}").network
+            if held.version == wanted.version and held.overlaps(wanted):
+                uses.append(f"address {info['local']}/{info.get('prefixlen')} on {entry.get('ifname')}")
+    for route in routes_json():
+        destination = str(route.get("dst", "default"))
+        if route.get("dev") == link or destination == "default":
             continue
-        if any(info.get("local") == address for info in entry.get("addr_info", [])):
-            holders.append(str(entry.get("ifname")))
-    return holders
+        routed = ipaddress.ip_network(destination, strict=False)
+        if routed.version == wanted.version and routed.overlaps(wanted):
+            uses.append(f"route {destination} dev {route.get('dev')}")
+    return uses
 
 
 # Processes
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
+_exit_codes: dict[int, int] = {}  # of our own children once reaped (negative: killed by that signal)
 
 
 @dataclass(frozen=True)
@@ -223,12 +241,20 @@ def is_alive(pid: int) -> bool:
     """Whether pid runs (a zombie counts as exited; our own children are reaped)."""
     child = _children.get(pid)
     if child is not None:
-        if child.poll() is None:
+        code = child.poll()
+        if code is None:
             return True
+        _exit_codes[pid] = code
         _children.pop(pid, None)
         return False
     fields = _stat_fields(pid)
     return fields is not None and fields[0] not in ("Z", "X")
+
+
+def exit_code(pid: int) -> int | None:
+    """The exit status of a child started here that has exited (negative: the signal), None if unknown."""
+    is_alive(pid)
+    return _exit_codes.get(pid)
 
 
 def is_same_process(record: ProcessRecord) -> bool:
@@ -251,7 +277,7 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     child = _children.get(pid)
     if child is not None:
         try:
-            child.wait(timeout=timeout)
+            _exit_codes[pid] = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return False
         _children.pop(pid, None)

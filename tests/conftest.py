@@ -8,7 +8,7 @@ from typing import Any
 from announcer.config import Config, parse_config
 
 # The lab fixtures live in one place for the whole session: one keeper, so one lab at a time (they share
-# 192.0.2.254), swapped between the end-to-end and smoke modules instead of colliding.
+# 203.0.113.240/28 in the root namespace), swapped between the end-to-end and smoke modules instead of colliding.
 from tests.lab_support import lab, lab_keeper, static_lab  # noqa: F401
 
 BASE_CONFIG: dict[str, Any] = {

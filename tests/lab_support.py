@@ -39,7 +39,7 @@ def static_api_command(*routes: str) -> str:
 
 
 class LabKeeper:
-    """Keeps at most one lab up for the test session (they share 192.0.2.254), replacing it on demand."""
+    """Keeps at most one lab up for the test session (they share 203.0.113.240/28), replacing it on demand."""
 
     def __init__(self, prefix: str = TEST_PREFIX) -> None:
         self.prefix = prefix
@@ -79,12 +79,13 @@ class LabKeeper:
                 lab.start_exabgp(name)
         lab.wait_established(timeout)
 
-    def close(self) -> list[str]:
-        """Tear the current lab down (by PID and namespace); returns what was cleaned up."""
+    def close(self, keep_lock: bool = False) -> list[str]:
+        """Tear the current lab down (by PID and namespace); returns what was cleaned up. keep_lock: the lab
+        keeps the machine-wide lock (its release_lock() ends that), so no other run's lab comes up meanwhile."""
         lab, self.current, self._kind = self.current, None, None
         if lab is None:
             return []
-        notes = lab.down()
+        notes = lab.down(release_lock=not keep_lock)
         self.timings.append(dict(lab.timings))
         print(f"lab {self.prefix}: down, timings {lab.timings}, logs in {lab.run_dir}", file=sys.stderr)
         return notes
@@ -124,7 +125,7 @@ def static_lab(lab_keeper: LabKeeper) -> Lab:
 
 @pytest.fixture
 def api(lab: Lab) -> Any:
-    """The stand-in Kubernetes API server (FakeApiServer) of the real-announcer lab, on 192.0.2.254:6443."""
+    """The stand-in Kubernetes API server (FakeApiServer) of the real-announcer lab, on 203.0.113.254:6443."""
     return lab.api
 
 

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from announcer.convert import ObjectError, service_view, slice_view
@@ -118,16 +118,78 @@ def test_hostile_services_yield_only_well_formed_commands(objects: list[dict[str
     check_lines([command.line for command in render_commands(plan, PEERS, 3)])
 
 
-@settings(max_examples=2_000, deadline=None)
-@given(json_values)
-def test_any_json_as_an_endpoint_slice_is_refused_or_read_never_raising_anything_else(value: Any) -> None:
+# Endpoints as an API server (or an attacker writing one) may send them: well-formed ones for node-a and node-b
+# with clear conditions, and hostile names, conditions and items mixed in.
+CLEARLY_SERVING: tuple[dict[str, bool], ...] = (
+    {},
+    {"ready": True},
+    {"ready": True, "serving": True},
+    {"ready": False, "serving": True},
+)
+CLEARLY_NOT_SERVING: tuple[dict[str, bool], ...] = (
+    {"ready": False, "serving": False},
+    {"ready": False, "serving": False, "terminating": True},
+)
+KNOWN_NODES = ("node-a", "node-b")
+ADDRESSES = st.just(["192.0.2.50"])
+endpoint_items = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "addresses": ADDRESSES,
+            "nodeName": st.sampled_from(KNOWN_NODES),
+            "conditions": st.sampled_from(CLEARLY_SERVING + CLEARLY_NOT_SERVING),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"addresses": ADDRESSES},
+        optional={
+            "nodeName": st.one_of(st.sampled_from(KNOWN_NODES), st.sampled_from(HOSTILE_TEXT), json_scalars),
+            "conditions": st.one_of(st.sampled_from(CLEARLY_SERVING + CLEARLY_NOT_SERVING), json_values),
+        },
+    ),
+    json_values,
+)
+endpoint_values = st.one_of(json_values, st.lists(endpoint_items, max_size=5))
+RFC_1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def _clearly(endpoint: object, node: str, wanted: tuple[dict[str, bool], ...]) -> bool:
+    """Whether an endpoint item is for node with conditions among wanted (absent conditions: ready unset)."""
+    if not isinstance(endpoint, dict) or endpoint.get("nodeName") != node:
+        return False
+    return endpoint.get("conditions", {}) in wanted
+
+
+@settings(max_examples=3_000, deadline=None)
+@given(endpoint_values)
+@example([{"addresses": ["192.0.2.50"], "nodeName": "node-a", "conditions": {"ready": False, "serving": False}}])
+@example([{"nodeName": "node-b"}, {"nodeName": "bad name\nshutdown"}, "x", {"nodeName": "node-a", "conditions": 1}])
+def test_any_json_as_endpoints_is_read_with_only_real_serving_nodes_never_raising(value: Any) -> None:
+    """The slice of a named Service is always read; its serving nodes are node names from its endpoints, never
+    hostile text, with a node counted when one endpoint there is ready (or still serving) and not when none is."""
     obj: dict[str, Any] = {
         "metadata": {"namespace": "default", "name": "s", "labels": {"kubernetes.io/service-name": "web"}},
         "endpoints": value,
         "addressType": "IPv4",
     }
-    view, _ = slice_view(obj)
-    assert view is None or view.serving_nodes <= {"node-a"} or all(isinstance(n, str) for n in view.serving_nodes)
+    view, problems = slice_view(obj)
+    assert view is not None
+    assert (view.service_name, view.family) == ("web", Family.IPV4)
+    endpoints = value if isinstance(value, list) else []
+    named = {endpoint.get("nodeName") for endpoint in endpoints if isinstance(endpoint, dict)}
+    assert view.serving_nodes <= named
+    assert all(isinstance(node, str) and RFC_1123_SUBDOMAIN.fullmatch(node) for node in view.serving_nodes)
+    for node in KNOWN_NODES:
+        mine = [endpoint for endpoint in endpoints if isinstance(endpoint, dict) and endpoint.get("nodeName") == node]
+        if any(_clearly(endpoint, node, CLEARLY_SERVING) for endpoint in mine):
+            assert node in view.serving_nodes
+        if mine and all(_clearly(endpoint, node, CLEARLY_NOT_SERVING) for endpoint in mine):
+            assert node not in view.serving_nodes
+    if value and not isinstance(value, list):
+        assert [problem.field for problem in problems] == ["endpoints"]
+    for problem in problems:
+        assert problem.obj == "EndpointSlice default/s"
+        assert re.fullmatch(r"endpoints(\[\d+\](\.nodeName)?)?", problem.field), problem
 
 
 @pytest.mark.parametrize("address", HOSTILE_ADDRESSES)
