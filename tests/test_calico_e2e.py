@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from lab.calico import EXABGP_PROTOCOL, SERVICE_RANGES, TOR_PROTOCOL, CalicoLab
+from lab.calico import CALICO_CONFIG, EXABGP_PROTOCOL, SERVICE_RANGES, TOR_PROTOCOL, CalicoLab
 from lab.frr import FAMILIES, Family
 from lab.lab import SAMPLES, TEST_PREFIX, load_objects
 from tests.lab_support import LabKeeper, Rib, require_lab_prerequisites, wait_for_rib_equal
@@ -362,6 +363,50 @@ def test_restarting_bird_affects_only_its_family_on_that_node(
         assert len(watch.stale.get(peer, ())) == full
     else:
         assert watch.fewest[peer] == 0, "BIRD's orderly stop closes the session: FRR drops the routes"
+
+
+def test_exabgp_restarted_with_graceful_restart_keeps_every_route_at_the_tor(add_path_lab: CalicoLab) -> None:
+    """With bgp.graceful_restart on node-a, ExaBGP stopped (SIGTERM) closes its sessions without a NOTIFICATION:
+    BIRD and BIRD6 keep the announcer's routes as stale and the ToR sees no withdraw; ExaBGP started again within
+    the restart time, the announcer resyncs and sends End-of-RIB, and every route stays."""
+    lab = add_path_lab
+    document = yaml.safe_load(CALICO_CONFIG.read_text(encoding="utf-8"))
+    document["bgp"]["graceful_restart"] = 30
+    graceful = lab.run_dir / "announcer-graceful-restart.yaml"
+    graceful.write_text(yaml.safe_dump(document), encoding="utf-8")
+    original, lab.config_path = lab.config_path, graceful
+    try:
+        lab.restart_exabgp(NODE_A)  # graceful restart negotiated with node-a's BIRD and BIRD6 from here on
+        lab.wait_established(SESSIONS)
+        wait_for_samples(lab, sample_announcements())
+        for family in FAMILIES:
+            session = lab.birdc(NODE_A, family, "show", "protocols", "all", EXABGP_PROTOCOL[family])
+            assert "restart-able" in session, session
+        full = {peer: len(routes) for family in FAMILIES for peer, routes in lab.rib(family).items()}
+        before, sessions = updates_received(lab), connections(lab)
+        log = lab.node(NODE_A).exabgp_log
+        with RibWatch(lab) as watch:
+            lab.stop_exabgp(NODE_A)
+            time.sleep(3.0)
+            offset = log.stat().st_size
+            lab.start_exabgp(NODE_A)
+            started = time.monotonic()
+            lab.wait_for(lambda _: "first sync:" in _read_from(log, offset), timeout=ARRIVAL)
+            lab.wait_established(SESSIONS)
+            back_after = time.monotonic() - started
+            time.sleep(3.0)
+        wait_for_samples(lab, sample_announcements())
+        updates = delta(updates_received(lab), before)
+        stale = {peer: len(prefixes) for peer, prefixes in watch.stale.items()}
+        report("ExaBGP restarted with graceful restart on node-a", updates=updates, fewest=watch.fewest, stale=stale,
+               back_after=round(back_after, 1))  # fmt: skip
+        assert watch.fewest == full, "no route left the ToR"
+        assert connections(lab) == sessions
+        assert updates == dict.fromkeys(updates, 0), "BIRD refreshes identical routes silently: the ToR hears nothing"
+    finally:
+        lab.config_path = original
+        lab.restart_exabgp(NODE_A)
+        lab.wait_established(SESSIONS)
 
 
 # --- FRR without ADD-PATH ------------------------------------------------------------------------------------
