@@ -1,4 +1,4 @@
-"""The BIRD 2 reference (what Calico runs): static blackhole routes exported over BGP, `birdc configure`."""
+"""The BIRD 1.6 reference (Calico's BIRD, bird and bird6): static blackhole routes sent by BGP, `birdc configure`."""
 
 from __future__ import annotations
 
@@ -9,39 +9,56 @@ from pathlib import Path
 from lab import netns
 from lab.netns import ProcessRecord
 
-BIRD = "/usr/sbin/bird"
-BIRDC = "/usr/sbin/birdc"
+FAMILIES = ("ipv4", "ipv6")
+# Debian's BIRD 1.6 (package bird): one daemon per family, as in calico-node (whose BIRD is a fork of 1.6).
+BIRD = {"ipv4": "/usr/sbin/bird", "ipv6": "/usr/sbin/bird6"}
+BIRDC = {"ipv4": "/usr/sbin/birdc", "ipv6": "/usr/sbin/birdc6"}
+NAME = {"ipv4": "bird", "ipv6": "bird6"}
 
 
 def bird_missing_reason() -> str | None:
-    """Why BIRD cannot run here, or None."""
-    if not Path(BIRD).exists() or shutil.which(BIRDC) is None:
-        return "bird2 is not installed (apt-get install -y bird2)"
+    """Why BIRD 1.6 cannot run here, or None."""
+    missing = [
+        path for path in [*BIRD.values(), *BIRDC.values()] if not Path(path).exists() or shutil.which(path) is None
+    ]
+    if missing:
+        return f"BIRD 1.6 is not installed (missing {', '.join(missing)}; apt-get install -y bird)"
+    version = subprocess.run([BIRD["ipv4"], "--version"], capture_output=True, text=True, timeout=10, check=False)
+    if "version 1." not in (version.stdout + version.stderr):
+        return f"{BIRD['ipv4']} is not BIRD 1.x ({(version.stdout + version.stderr).strip()}): apt-get install -y bird"
     return None
 
 
-def bird_config(router_id: str, local: dict[str, str], peers: dict[str, str], includes: dict[str, Path]) -> str:
-    """A BIRD 2 configuration: one static protocol and one BGP session per family, next hop self."""
-    lines = [
-        f"router id {router_id};",
-        "protocol device { scan time 60; }",
-    ]
-    for family in ("ipv4", "ipv6"):
-        lines += [
-            f"protocol static static_{family} {{",
-            f"    {family};",
-            f'    include "{includes[family]}";',
-            "}",
-            f"protocol bgp frr_{family} {{",
-            f"    local {local[family]} as 64513;",
-            f"    neighbor {peers[family]} as 64512;",
-            "    connect delay time 1;",
-            "    connect retry time 1;",
-            "    error wait time 1, 5;",
-            f"    {family} {{ import none; export all; next hop self; }};",
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
+def bird_config(
+    router_id: str, local: dict[str, str], peers: dict[str, str], includes: dict[str, Path]
+) -> dict[str, str]:
+    """A BIRD 1.6 configuration per family (bird: IPv4, bird6: IPv6): one static protocol, one BGP session."""
+    configs: dict[str, str] = {}
+    for family in FAMILIES:
+        configs[family] = (
+            "\n".join(
+                [
+                    f"router id {router_id};",
+                    "protocol device { scan time 60; }",
+                    "protocol static static_routes {",
+                    f'    include "{includes[family]}";',
+                    "}",
+                    "protocol bgp frr {",
+                    "    local as 64513;",
+                    f"    source address {local[family]};",
+                    f"    neighbor {peers[family]} as 64512;",
+                    "    connect delay time 1;",
+                    "    connect retry time 1;",
+                    "    error wait time 1, 5;",
+                    "    import none;",
+                    "    export all;",
+                    "    next hop self;",
+                    "}",
+                ]
+            )
+            + "\n"
+        )
+    return configs
 
 
 def write_static(path: Path, prefixes: list[str]) -> None:
@@ -50,34 +67,43 @@ def write_static(path: Path, prefixes: list[str]) -> None:
 
 
 class Bird:
-    """One BIRD daemon in a namespace with its own config and control socket (never the system service)."""
+    """BIRD and BIRD6 in a namespace with their own configs and control sockets (never the system service)."""
 
     def __init__(self, namespace: str, directory: Path) -> None:
         self.namespace = namespace
         self.directory = directory
-        self.config = directory / "bird.conf"
-        self.socket = directory / "bird.ctl"
-        self.includes = {family: directory / f"static-{family}.conf" for family in ("ipv4", "ipv6")}
-        self.record: ProcessRecord | None = None
+        self.configs = {family: directory / f"{NAME[family]}.conf" for family in FAMILIES}
+        self.sockets = {family: directory / f"{NAME[family]}.ctl" for family in FAMILIES}
+        self.includes = {family: directory / f"static-{family}.conf" for family in FAMILIES}
+        self.records: list[ProcessRecord] = []
 
-    def start(self) -> ProcessRecord:
+    def write_config(self, configs: dict[str, str]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        argv = [BIRD, "-f", "-c", str(self.config), "-s", str(self.socket), "-P", str(self.directory / "bird.pid")]
-        self.record = netns.start_process("bird", argv, netns=self.namespace, log_path=self.directory / "bird.out")
-        return self.record
+        for family, text in configs.items():
+            self.configs[family].write_text(text, encoding="utf-8")
 
-    def birdc(self, *words: str, timeout: float = 60.0) -> str:
+    def start(self) -> list[ProcessRecord]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for family in FAMILIES:
+            argv = [BIRD[family], "-f", "-c", str(self.configs[family]), "-s", str(self.sockets[family]),
+                    "-P", str(self.directory / f"{NAME[family]}.pid")]  # fmt: skip
+            log_path = self.directory / f"{NAME[family]}.out"
+            self.records.append(netns.start_process(NAME[family], argv, netns=self.namespace, log_path=log_path))
+        return list(self.records)
+
+    def birdc(self, family: str, *words: str, timeout: float = 60.0) -> str:
         completed = subprocess.run(
-            [BIRDC, "-s", str(self.socket), *words], capture_output=True, text=True, timeout=timeout, check=False
-        )
+            [BIRDC[family], "-s", str(self.sockets[family]), *words],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
         if completed.returncode != 0:
             raise RuntimeError(f"birdc {' '.join(words)}: {completed.stdout.strip()} {completed.stderr.strip()}")
         return completed.stdout
 
     def configure(self) -> str:
-        return self.birdc("configure")
+        return "".join(self.birdc(family, "configure") for family in FAMILIES)
 
     def stop(self) -> None:
-        if self.record is not None:
-            netns.stop_process(self.record, timeout=5.0)
-            self.record = None
+        for record in self.records:
+            netns.stop_process(record, timeout=5.0)
+        self.records = []

@@ -76,7 +76,7 @@ def _rows(result: SuiteResult) -> list[Row]:
             lambda s: _ratio_text(_ratio(s.announcer, s.floor_best, "api_to_full", "api_to_full"))),
     ]  # fmt: skip
     if result.bird_missing is not None:
-        rows.append(Row("C BIRD 2", lambda s: f"not measured: {result.bird_missing}"))
+        rows.append(Row("C BIRD 1.6", lambda s: f"not measured: {result.bird_missing}"))
     else:
         rows += [
             Row("C BIRD: birdc configure -> FRR holds all", lambda s: _cell(s.bird, "configure_to_full")),

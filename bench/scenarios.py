@@ -197,7 +197,7 @@ def run_announcer(bench: BenchLab, count: int, settings: Settings, keep: bool = 
     return sample
 
 
-# --- C: BIRD 2 ---------------------------------------------------------------------------------------------
+# --- C: BIRD 1.6 -------------------------------------------------------------------------------------------
 class BirdReference:
     """BIRD in the node namespace (ExaBGP stopped) on the node's addresses, so FRR's neighbour is the same."""
 
@@ -207,25 +207,24 @@ class BirdReference:
         self.reason = bird_missing_reason()
 
     def _prepare(self, count: int) -> None:
-        self.bird.directory.mkdir(parents=True, exist_ok=True)
-        self.bird.config.write_text(
-            bird_config(NODE_ADDRESS["ipv4"], NODE_ADDRESS, ROUTER, self.bird.includes), encoding="utf-8"
-        )
+        self.bird.write_config(bird_config(NODE_ADDRESS["ipv4"], NODE_ADDRESS, ROUTER, self.bird.includes))
         for family in FAMILIES:
             write_static(self.bird.includes[family], prefixes(count, family))
 
     def _start(self) -> None:
-        record = self.bird.start()
+        records = self.bird.start()
         state = self.bench.lab.state
         if state is not None:
-            state.add_process(record)  # torn down with the lab if the benchmark dies
+            for record in records:
+                state.add_process(record)  # torn down with the lab if the benchmark dies
 
     def _stop(self) -> None:
-        record = self.bird.record
+        records = list(self.bird.records)
         self.bird.stop()
         state = self.bench.lab.state
-        if state is not None and record is not None:
-            state.remove_process(record)
+        if state is not None:
+            for record in records:
+                state.remove_process(record)
         self.bench.wait_rib_empty(120.0)
 
     def run(self, count: int) -> dict[str, float]:
