@@ -235,6 +235,10 @@ def test_every_cluster_ip_reaches_frr_through_bird_on_its_family_sessions_with_t
             ]
             assert service_lines and all(f"[{EXABGP_PROTOCOL[family]} " in line for line in service_lines), exported
             assert "add-path-tx" in lab.birdc(node, family, "show", "protocols", "all", TOR_PROTOCOL[family])
+        # Through BIRD the ToR sees Calico's AS in the path, as for Calico's own routes.
+        address = SAMPLE_ADDRESSES["dual-required"][0 if family == "ipv4" else 1]
+        paths = lab.frr().vtysh_json(f"show bgp {family} unicast {host_prefix(address)} json")["paths"]
+        assert sorted(path["aspath"]["string"] for path in paths) == ["64513", "64513"]
     report("FRR view, ADD-PATH", **{family: lab.rib(family) for family in FAMILIES})
 
 
