@@ -203,14 +203,7 @@ class CalicoLab(Lab):
         reason = bird_missing_reason()
         if reason is not None:
             raise BirdMissingError(reason)
-        # The machine-wide lock first: a lab of another run with the same prefix is then gone (it holds the lock
-        # while up) instead of being reported as a leftover.
-        self._take_address_lock()
-        try:
-            super()._preflight()
-        except BaseException:
-            self._release_address_lock()
-            raise
+        super()._preflight()
 
     def build_network(self) -> None:
         """The lab's network, plus a default route per node and family to the ToR (as on a real node)."""

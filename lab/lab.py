@@ -230,8 +230,12 @@ class Lab:
     def up(self, wait: bool = True, timeout: float = 60.0) -> Lab:
         """Build the network, start the API server (if asked), FRR and every ExaBGP; wait for the sessions."""
         started = time.monotonic()
-        self._preflight()
-        self._take_address_lock()
+        self._take_address_lock()  # first: another run's lab with this prefix is then gone, not a leftover
+        try:
+            self._preflight()
+        except BaseException:
+            self._release_address_lock()
+            raise
         self._create_run_dir()
         self.state = LabState.for_prefix(self.prefix, self._state_dir)
         self.state.run_dir = str(self.run_dir)
