@@ -399,13 +399,13 @@ class Lab:
         # ExaBGP resolves a relative 'run' program against /etc/exabgp, the config folder and then every
         # PATH entry, keeping the LAST match: this interpreter's bin folder goes last so it wins.
         path_entries = [entry for entry in base.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":") if entry]
-        path_entries = [entry for entry in path_entries if entry != str(project_tool("").parent)]
+        path_entries = [entry for entry in path_entries if entry != str(Path(sys.executable).parent)]
         base.update(
             {
                 "NODE_NAME": node.name,
                 "ROUTER_ID": node.router_id,
                 "KUBECONFIG": str(node.directory / "kubeconfig"),
-                "PATH": ":".join([*path_entries, str(project_tool("").parent)]),
+                "PATH": ":".join([*path_entries, str(Path(sys.executable).parent)]),
                 "PYTHONUNBUFFERED": "1",
             }
         )
