@@ -1,4 +1,4 @@
-"""Command-line entry points: run, exabgp-conf, exabgp-env, check-config, render."""
+"""Command-line entry points: run, exabgp-conf, exabgp-env, check-config, render, calico-resources."""
 
 from __future__ import annotations
 
@@ -38,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--node", help="node name (default: from the configuration or NODE_NAME)")
     render.add_argument("--from-file", type=Path, help="'kubectl get services,endpointslices -A -o json' output")
     render.add_argument("--output", choices=["table", "json"], default="table")
+
+    calico = commands.add_parser(
+        "calico-resources", help="print the Calico resources that put ExaBGP behind each node's BIRD (Calico BGP mode)"
+    )
+    calico.add_argument("--config", type=Path, required=True)
+    calico.add_argument(
+        "--service-cluster-ip-range",
+        action="append",
+        default=[],
+        help="the cluster's Service CIDRs, as the kube-apiserver's flag (comma-separated or repeated)",
+    )
     return parser
 
 
@@ -45,7 +56,7 @@ def _passwords(config: Config) -> dict[str, str]:
     return {str(peer.address): peer.password.read() for peer in config.bgp.peers if peer.password is not None}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the `announcer` console script and `python -m announcer`."""
     arguments = _parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -70,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.command == "check-config":
             _passwords(config)
             print(f"{arguments.config}: ok", file=sys.stderr)
+            return EXIT_OK
+        if arguments.command == "calico-resources":
+            from announcer.calico import parse_ranges, render_calico_resources
+
+            ranges = parse_ranges(arguments.service_cluster_ip_range)
+            sys.stdout.write(render_calico_resources(config, ranges))
             return EXIT_OK
         if arguments.command == "render":
             from announcer.render import render_main

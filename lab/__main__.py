@@ -41,7 +41,20 @@ def _parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="bring the lab up with the sample Services, show FRR's routes, wait for Ctrl-C")
     up.add_argument("--prefix", default=DEFAULT_PREFIX, help="namespace and interface name prefix")
-    up.add_argument("--config", type=Path, default=EXAMPLE_CONFIG, help="the announcer configuration")
+    up.add_argument(
+        "--config", type=Path, help="the announcer configuration (default: examples/announcer.yaml, or -calico.yaml)"
+    )
+    up.add_argument(
+        "--calico",
+        action="store_true",
+        help="Calico mode: each node runs Calico 3.29's recorded BIRD/BIRD6, which FRR peers with; ExaBGP behind them",
+    )
+    up.add_argument("--no-add-path", action="store_true", help="Calico mode: FRR with disable-addpath-rx")
+    up.add_argument(
+        "--exclude-label",
+        action="store_true",
+        help="Calico mode: nodes labelled exclude-from-external-load-balancers (no Calico static service routes)",
+    )
     up.add_argument("--seed", type=Path, default=SAMPLES, help="objects the stand-in API server starts with")
     up.add_argument("--run-dir", type=Path, help="where configs and logs go (default: a new temporary folder)")
     up.add_argument(
@@ -120,14 +133,27 @@ def command_up(arguments: argparse.Namespace) -> int:
     ensure_frr()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_interrupt)
-    lab = Lab(
-        prefix=arguments.prefix,
-        config_path=arguments.config,
-        run_dir=arguments.run_dir,
-        announcer_command=arguments.announcer_command,
-        api_server=True,
-        seed_path=arguments.seed,
-    )
+    if arguments.calico:
+        from lab.calico import CALICO_CONFIG, CalicoLab
+
+        lab: Lab = CalicoLab(
+            prefix=arguments.prefix,
+            config_path=arguments.config or CALICO_CONFIG,
+            add_path=not arguments.no_add_path,
+            exclude_label=arguments.exclude_label,
+            run_dir=arguments.run_dir,
+            announcer_command=arguments.announcer_command,
+            seed_path=arguments.seed,
+        )
+    else:
+        lab = Lab(
+            prefix=arguments.prefix,
+            config_path=arguments.config or EXAMPLE_CONFIG,
+            run_dir=arguments.run_dir,
+            announcer_command=arguments.announcer_command,
+            api_server=True,
+            seed_path=arguments.seed,
+        )
     try:
         started = time.monotonic()
         lab.up()
@@ -137,6 +163,9 @@ def command_up(arguments: argparse.Namespace) -> int:
             print(f"FRR's routes still changing after {arguments.settle:.0f} s; showing them as they are",
                   file=sys.stderr)  # fmt: skip
         print(f"after {time.monotonic() - started:.1f} s:\n")
+        if arguments.calico:
+            print("What FRR (the ToR) learned from each node's Calico BIRD (IPv4) and BIRD6 (IPv6); the announcer's")
+            print("ExaBGP sits behind them on 127.0.0.1:1790 and [::1]:1790, next hop = the node's address:\n")
         print(lab.rib_table())
         sys.stdout.flush()
         if not arguments.no_wait:
