@@ -16,7 +16,7 @@ from typing import Any
 
 from announcer.config import Config
 from announcer.convert import ObjectError, object_key, service_view, slice_view
-from announcer.desired import DesiredTable, ObjectKey, Policy
+from announcer.desired import DesiredTable, ObjectKey
 from announcer.exabgp import ExaBgpPipe, PipeClosed
 from announcer.kube import (
     Backoff,
@@ -104,7 +104,7 @@ class Announcer:
         self.config = config
         self.pipe = pipe
         self.events = events
-        self.table = DesiredTable(config.node, Policy.from_config(config))
+        self.table = DesiredTable(config.node, config.policy())
         self.peers: dict[Family, list[IPAddress]] = {
             family: [peer.address for peer in config.bgp.peers_of(family)] for family in Family
         }
@@ -329,7 +329,7 @@ def run_daemon(config: Config) -> int:
     )
     pipe.start()
     announcer = Announcer(config, pipe, events)
-    metrics = None if config.metrics.listen is None else DaemonMetrics(announcer, pipe, config.metrics.listen)
+    metrics = None if config.metrics.address is None else DaemonMetrics(announcer, pipe, config.metrics.address)
     if metrics is not None:
         announcer.on_commands = metrics.commands_written
     api_client = make_api_client(config.watch.kubeconfig)

@@ -17,7 +17,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import prometheus_client
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from announcer.config import ConfigError, parse_listen
+from announcer.config import ConfigError
 from announcer.desired import DesiredTable
 from announcer.exabgp import ExaBgpPipe
 from announcer.kube import Changed, Relisted, ResourceWatcher, WatchEvent
@@ -117,7 +117,7 @@ class DaemonMetrics:
         self,
         state: LoopState,
         pipe: ExaBgpPipe,
-        listen: str,
+        listen: tuple[str, int],
         *,
         healthy_within: float = HEALTHY_WITHIN_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -125,7 +125,7 @@ class DaemonMetrics:
     ) -> None:
         self.state = state
         self.pipe = pipe
-        self.listen = parse_listen(listen)  # validated by the configuration already
+        self.listen = listen  # (host, port), parsed once by the configuration
         self.healthy_within = healthy_within
         self._clock = clock
         self._wall_clock = wall_clock

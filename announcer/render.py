@@ -13,7 +13,7 @@ from typing import Any
 
 from announcer.config import Config, ConfigError
 from announcer.convert import ObjectError, service_view, slice_view
-from announcer.desired import DesiredTable, Policy
+from announcer.desired import DesiredTable
 from announcer.model import Problem, ServiceView, SliceView, family_of
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Row:
 
 def build_table(config: Config, node: str, objects: list[dict[str, Any]]) -> tuple[DesiredTable, list[Problem | str]]:
     """The desired table of a node for these Kubernetes objects (Services and EndpointSlices, any order)."""
-    table = DesiredTable(node, Policy.from_config(config))
+    table = DesiredTable(node, config.policy())
     services: list[ServiceView] = []
     slices: list[SliceView] = []
     problems: list[Problem | str] = []

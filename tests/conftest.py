@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from announcer.config import Config, parse_config
+from announcer.config import Config
+from announcer.config_load import parse_config
 
 # The lab fixtures live in one place for the whole session: one keeper, so one lab at a time (they share
 # 192.0.2.254), swapped between the end-to-end and smoke modules instead of colliding.
