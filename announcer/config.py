@@ -324,7 +324,10 @@ class Metrics(_Strict):
 
     @model_validator(mode="after")
     def _listen(self) -> Metrics:
-        self._address = None if self.listen is None else parse_listen(self.listen)
+        try:
+            self._address = None if self.listen is None else parse_listen(self.listen)
+        except ValueError as error:
+            raise ValueError(f"listen: {error}") from None
         return self
 
     @property

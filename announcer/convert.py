@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from announcer.model import (
@@ -294,7 +296,7 @@ def slice_view(obj: Mapping[str, Any]) -> tuple[SliceView | None, list[Problem]]
         problems.append(Problem(where, f"metadata.labels[{SERVICE_NAME_LABEL}]", "not a Service name; ignored"))
         return None, problems
     address_type = obj.get("addressType")
-    if address_type not in _ADDRESS_TYPES:
+    if not isinstance(address_type, str) or address_type not in _ADDRESS_TYPES:
         problems.append(Problem(where, "addressType", f"{_shown(address_type)} is not IPv4, IPv6 or FQDN"))
         return None, problems
     endpoints = obj.get("endpoints") or []
@@ -314,3 +316,56 @@ def slice_view(obj: Mapping[str, Any]) -> tuple[SliceView | None, list[Problem]]
             continue
         nodes.add(node)
     return SliceView(namespace, name, service_name, _ADDRESS_TYPES[address_type], frozenset(nodes)), problems
+
+
+class ObjectKind(Enum):
+    """The kinds of object the announcer reads."""
+
+    SERVICE = "Service"
+    ENDPOINT_SLICE = "EndpointSlice"
+
+
+@dataclass(frozen=True)
+class Converted:
+    """One Kubernetes object as the decision needs it, with the problems found in it.
+
+    key None: the object has no usable namespace/name and is ignored as a whole, `error` saying why. view None
+    with a key: nothing of it counts (e.g. an EndpointSlice of no Service). unreadable: its shape defeated the
+    conversion itself; what an earlier version of it contributed is kept.
+    """
+
+    kind: ObjectKind
+    key: tuple[str, str] | None
+    view: ServiceView | SliceView | None
+    problems: tuple[Problem, ...] = ()
+    error: str = ""
+    unreadable: bool = False
+
+
+def convert_object(kind: ObjectKind, obj: object, annotation_prefix: str) -> Converted:
+    """Raw JSON of a Service or EndpointSlice to its view; never raises: what cannot be read is named instead."""
+    if not isinstance(obj, Mapping):
+        return Converted(kind, None, None, (), f"{_shown(obj)[:40]} is not an object")
+    try:
+        key = object_key(obj)
+    except ObjectError as error:
+        return Converted(kind, None, None, (), str(error))
+    try:
+        if kind is ObjectKind.SERVICE:
+            view, problems = service_view(obj, annotation_prefix)
+            return Converted(kind, key, view, tuple(problems))
+        slice_, problems = slice_view(obj)
+        return Converted(kind, key, slice_, tuple(problems))
+    except Exception as error:  # a shape no rule above foresaw: this object is skipped, never the watch
+        where = f"{kind.value} {key[0]}/{key[1]}"
+        problem = Problem(where, "(object)", f"cannot be read ({type(error).__name__}: {error}); ignored")
+        return Converted(kind, key, None, (problem,), unreadable=True)
+
+
+def converter(kind: ObjectKind, annotation_prefix: str) -> Callable[[object], Converted]:
+    """The function a watcher applies to each object it reads."""
+
+    def convert(obj: object) -> Converted:
+        return convert_object(kind, obj, annotation_prefix)
+
+    return convert
