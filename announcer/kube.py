@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
+from typing import Generic, Literal, Protocol, TypeAlias, TypeVar, cast
 
 import kubernetes
 import urllib3
@@ -93,14 +93,23 @@ class _Response(Protocol):
     def shutdown(self) -> None: ...
 
 
+class _ListCall(Protocol):
+    """A list call of the official client, asked for the raw response."""
+
+    def __call__(
+        self, *, _preload_content: bool, _request_timeout: float | tuple[float, float], **arguments: str | int | bool
+    ) -> _Response: ...
+
+
 class KubeApi:
     """The official client's list calls for the two resources, as typed requests returning raw responses."""
 
     def __init__(self, api_client: object) -> None:
-        client: Any = kubernetes.client
-        self._calls: dict[Resource, Callable[..., _Response]] = {
-            Resource.SERVICES: client.CoreV1Api(api_client).list_service_for_all_namespaces,
-            Resource.ENDPOINTSLICES: client.DiscoveryV1Api(api_client).list_endpoint_slice_for_all_namespaces,
+        core, discovery = kubernetes.client.CoreV1Api(api_client), kubernetes.client.DiscoveryV1Api(api_client)
+        # With _preload_content=False the client returns the raw response, not the model its annotations name.
+        self._calls: dict[Resource, _ListCall] = {
+            Resource.SERVICES: cast(_ListCall, core.list_service_for_all_namespaces),
+            Resource.ENDPOINTSLICES: cast(_ListCall, discovery.list_endpoint_slice_for_all_namespaces),
         }
 
     def request(
