@@ -97,11 +97,11 @@ def test_a_watch_cut_after_a_bookmark_resumes_from_the_bookmark(api: FakeApiServ
     the last Service event (or the list) would be answered 410 and cost a re-list."""
     api.apply(service("b", ["198.51.100.2"]))
     eventually(lambda: services.changed() == ["ADDED:b"], "b")
-    for index in range(6):
+    for index in range(6):  # one at a time, each followed by a bookmark: the open watch keeps up with the history
         api.apply(endpoint_slice(f"s{index}", "IPv4", [endpoint("node-a", "192.0.2.50")]))
-    api.send_bookmarks()
-    version = str(api.resource_version())
-    eventually(lambda: services.watcher.resource_version == version, "the bookmark's resourceVersion")
+        api.send_bookmarks()
+        version = str(api.resource_version())
+        eventually(lambda at=version: services.watcher.resource_version == at, "the bookmark's resourceVersion")
     api.drop_watches()
     eventually(lambda: api.stats()["watch_requests"].get("services", 0) >= 2, "the watch after the cut")
     api.apply(service("c", ["198.51.100.3"]))
