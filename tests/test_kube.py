@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -47,6 +48,10 @@ class Watching:
         self.watcher.close()
         self.watcher.join(5)
         self.client.close()  # type: ignore[no-untyped-call]
+
+
+def at_version(watching: Watching, version: str) -> bool:
+    return watching.watcher.resource_version == version
 
 
 @pytest.fixture
@@ -100,8 +105,7 @@ def test_a_watch_cut_after_a_bookmark_resumes_from_the_bookmark(api: FakeApiServ
     for index in range(6):  # one at a time, each followed by a bookmark: the open watch keeps up with the history
         api.apply(endpoint_slice(f"s{index}", "IPv4", [endpoint("node-a", "192.0.2.50")]))
         api.send_bookmarks()
-        version = str(api.resource_version())
-        eventually(lambda at=version: services.watcher.resource_version == at, "the bookmark's resourceVersion")
+        eventually(partial(at_version, services, str(api.resource_version())), "the bookmark's resourceVersion")
     api.drop_watches()
     eventually(lambda: api.stats()["watch_requests"].get("services", 0) >= 2, "the watch after the cut")
     api.apply(service("c", ["198.51.100.3"]))
