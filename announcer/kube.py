@@ -105,7 +105,8 @@ class KubeApi:
     """The official client's list calls for the two resources, as typed requests returning raw responses."""
 
     def __init__(self, api_client: object) -> None:
-        core, discovery = kubernetes.client.CoreV1Api(api_client), kubernetes.client.DiscoveryV1Api(api_client)
+        core = kubernetes.client.CoreV1Api(api_client)
+        discovery = kubernetes.client.DiscoveryV1Api(api_client)
         # With _preload_content=False the client returns the raw response, not the model its annotations name.
         self._calls: dict[Resource, _ListCall] = {
             Resource.SERVICES: cast(_ListCall, core.list_service_for_all_namespaces),
