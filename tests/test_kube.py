@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -178,3 +181,67 @@ def test_listing_follows_continue_tokens_page_by_page_in_one_snapshot(api: FakeA
     assert {page.resource_version for page in pages} == {version}
     names = [item["metadata"]["name"] for page in pages for item in page.items if isinstance(item, dict)]
     assert names == [f"s{index}" for index in range(7)]
+
+
+class ScriptedWatchServer(http.server.ThreadingHTTPServer):
+    """A minimal API server for what the stand-in cannot inject: a watch ended by an ERROR event other than 410.
+
+    The list is empty at resourceVersion 10; the first watch sends one ADDED event (11) then ERROR 500; later
+    watches end at once. Every watch's requested resourceVersion is recorded.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+        self.watched_from: list[str] = []
+
+
+class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
+    server: ScriptedWatchServer
+
+    def do_GET(self) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        if query.get("watch") != ["true"]:
+            self._send(
+                [{"kind": "ServiceList", "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": []}]
+            )
+            return
+        self.server.watched_from.append(query.get("resourceVersion", [""])[0])
+        if len(self.server.watched_from) > 1:
+            self._send([])
+            return
+        added = service("b", ["198.51.100.2"])
+        added["metadata"]["resourceVersion"] = "11"
+        error = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd hiccup"}
+        self._send([{"type": "ADDED", "object": added}, {"type": "ERROR", "object": error}])
+
+    def _send(self, documents: list[dict[str, Any]]) -> None:
+        body = b"".join(json.dumps(document).encode() + b"\n" for document in documents)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test reads what it needs from the server's record."""
+
+
+def test_an_error_event_other_than_410_resumes_after_the_last_event_seen() -> None:
+    server = ScriptedWatchServer()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    events: list[Any] = []
+    stop = threading.Event()
+    with client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{server.server_port}")) as api_client:
+        watcher = ResourceWatcher(
+            Resource.SERVICES, api_client, events.append, stop, convert=lambda obj: obj, backoff=Backoff(0.05, 0.1)
+        )
+        watcher.start()
+        try:
+            eventually(lambda: len(server.watched_from) >= 2, "the watch after the ERROR event")
+        finally:
+            stop.set()
+            watcher.join(5)
+            server.shutdown()
+            server.server_close()
+    assert server.watched_from[:2] == ["10", "11"]
+    assert [event.obj["metadata"]["name"] for event in events if isinstance(event, Changed)] == ["b"]
