@@ -15,7 +15,7 @@ from announcer.kube import Changed, ListPage, Relisted, Resource
 from announcer.model import ServiceView
 from announcer.state import AckFailed, Announcer, LoopEvent, NeighbourUp, Speaker
 from tests.conftest import make_config
-from tests.factories import service
+from tests.factories import endpoint, endpoint_slice, service
 
 V4 = "neighbor 192.0.2.1 , neighbor 192.0.2.5"
 V6 = "neighbor 2001:db8::1"
@@ -259,3 +259,28 @@ def test_an_object_that_fails_to_apply_is_named_once_and_skipped_and_the_others_
     assert [record.getMessage() for record in caplog.records] == [
         "Service default/broken skipped: applying it failed (AttributeError: 'str' object has no attribute 'version')"
     ]
+
+
+def test_an_unreadable_update_of_an_endpoint_slice_keeps_what_it_contributed() -> None:
+    """A slice whose new version defeated conversion is skipped: its Local Service stays announced."""
+    local = service("web", ["198.51.100.10"], service_type="NodePort", external_traffic_policy="Local")
+    here = convert_object(
+        ObjectKind.ENDPOINT_SLICE, endpoint_slice("web", "IPv4", [endpoint("node-a", "192.0.2.50")]), "x/"
+    )
+    harness = Harness()
+    harness.feed(
+        ListPage(Resource.SERVICES, [svc(local)]),
+        Relisted(Resource.SERVICES, [svc(local)]),
+        ListPage(Resource.ENDPOINTSLICES, [here]),
+        Relisted(Resource.ENDPOINTSLICES, [here]),
+    )
+    assert harness.speaker.take() == [QUERY, WEB_V4]
+    assert here.key is not None
+    unreadable = Converted(ObjectKind.ENDPOINT_SLICE, here.key, None, (), unreadable=True)
+    harness.feed(Changed(Resource.ENDPOINTSLICES, "MODIFIED", unreadable))
+    assert harness.speaker.take() == []
+    no_service = convert_object(ObjectKind.ENDPOINT_SLICE, {**endpoint_slice("web", "IPv4", []), "metadata": {
+        "namespace": "default", "name": here.key[1]}}, "x/")  # fmt: skip
+    assert no_service.view is None and not no_service.unreadable
+    harness.feed(Changed(Resource.ENDPOINTSLICES, "MODIFIED", no_service))
+    assert harness.speaker.take() == [f"{V4} withdraw route 198.51.100.10/32 next-hop self"]
