@@ -27,7 +27,8 @@ def lint_imports(checkout: Path) -> subprocess.CompletedProcess[str]:
 def test_the_pure_core_imports_no_io_and_no_shell_module() -> None:
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 1 kept, 0 broken." in result.stdout
+    assert "The pure core imports no I/O library and no shell module KEPT" in result.stdout
+    assert "The modules form a one-way stack KEPT" in result.stdout
 
 
 def test_the_contract_lists_every_core_module() -> None:
@@ -65,7 +66,7 @@ def test_the_contract_fails_naming_a_core_module_that_imports_io(
     result = lint_imports(checkout)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"announcer.{module} is not allowed to import {imported}" in result.stdout
-    assert "Contracts: 0 kept, 1 broken." in result.stdout
+    assert "The pure core imports no I/O library and no shell module BROKEN" in result.stdout
 
 
 def test_an_indirect_import_through_a_shell_module_is_caught(checkout: Path) -> None:
@@ -76,3 +77,13 @@ def test_an_indirect_import_through_a_shell_module_is_caught(checkout: Path) -> 
     result = lint_imports(checkout)
     assert result.returncode == 1
     assert "announcer.reconcile -> announcer.helper" in result.stdout
+
+
+def test_an_upward_import_in_the_shell_breaks_the_stack(checkout: Path) -> None:
+    """The watcher reaching up into the state machine (a cycle in the making) is refused."""
+    path = checkout / "announcer" / "kube.py"
+    path.write_text(path.read_text() + "\nimport announcer.state  # noqa\n")
+    result = lint_imports(checkout)
+    assert result.returncode == 1
+    assert "The modules form a one-way stack BROKEN" in result.stdout
+    assert "announcer.kube -> announcer.state" in result.stdout
