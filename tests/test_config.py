@@ -206,3 +206,29 @@ def test_metrics_listen_is_parsed_once_into_an_address() -> None:
     config = make_config(metrics={"listen": "[::1]:9479"})
     assert config.metrics.address == ("::1", 9479)
     assert make_config().metrics.address is None
+
+
+EXABGP = Path(sys.executable).parent / "exabgp"
+
+
+def exabgp_validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """The real ExaBGP's own configuration check (no session is opened)."""
+    path = tmp_path / "exabgp.conf"
+    path.write_text(text)
+    return subprocess.run([str(EXABGP), "validate", str(path)], capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_the_real_exabgp_refuses_what_the_new_peer_rules_refuse_and_takes_what_they_let_through(tmp_path: Path) -> None:
+    """The schema's passive and zone-index rules are ExaBGP 5.0's own: the refused forms fail its validation and the
+    accepted rendering passes it."""
+    passive = make_config(bgp={"peers": [
+        {"address": "2001:db8::1", "peer_as": 64512, "passive": True, "local_address": "2001:db8::11"}]})  # fmt: skip
+    assert exabgp_validate(tmp_path, render_exabgp_conf(passive, "/x.yaml")).returncode == 0
+    auto = render_exabgp_conf(passive, "/x.yaml").replace("local-address 2001:db8::11;", "local-address auto;")
+    refused = exabgp_validate(tmp_path, auto)
+    assert refused.returncode != 0
+    assert "incomplete neighbor, missing local-address" in refused.stderr
+    zoned = render_exabgp_conf(passive, "/x.yaml").replace("neighbor 2001:db8::1 {", "neighbor fe80::1%eth0 {")
+    refused = exabgp_validate(tmp_path, zoned)
+    assert refused.returncode != 0
+    assert '"fe80::1%eth0" is an invalid IP address' in refused.stderr
