@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from announcer.config import Config, ConfigError, load_config
+from announcer.config import ConfigError
+from announcer.config_load import load_config, read_passwords
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -52,10 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _passwords(config: Config) -> dict[str, str]:
-    return {str(peer.address): peer.password.read() for peer in config.bgp.peers if peer.password is not None}
-
-
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the `announcer` console script and `python -m announcer`."""
     arguments = _parser().parse_args(argv)
@@ -66,12 +63,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
         if arguments.command == "exabgp-conf":
             from announcer.exabgp_conf import render_exabgp_conf
 
-            if config.bgp.router_id is None and any(
-                peer.local_address == "auto" or peer.family.value == "ipv6" for peer in config.bgp.peers
-            ):
-                raise ConfigError("bgp.router_id: required by ExaBGP here (set it or the ROUTER_ID variable)")
             path = arguments.config_path or str(arguments.config.resolve())
-            sys.stdout.write(render_exabgp_conf(config, path, _passwords(config)))
+            sys.stdout.write(render_exabgp_conf(config, path, read_passwords(config)))
             return EXIT_OK
         if arguments.command == "exabgp-env":
             from announcer.exabgp_conf import render_exabgp_env
@@ -79,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
             sys.stdout.write(render_exabgp_env(config))
             return EXIT_OK
         if arguments.command == "check-config":
-            _passwords(config)
+            read_passwords(config)
             print(f"{arguments.config}: ok", file=sys.stderr)
             return EXIT_OK
         if arguments.command == "calico-resources":

@@ -1,17 +1,25 @@
-"""Settings: one YAML file, validated by pydantic, every field documented, errors naming the key."""
+"""The configuration schema: pydantic models holding every validation rule, errors naming the key."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
+from announcer.policy import AddressRule, Policy
 
 ENV_NODE_NAME = "NODE_NAME"
 ENV_ROUTER_ID = "ROUTER_ID"
@@ -39,34 +47,36 @@ class PasswordSource(_Strict):
             raise ValueError("give exactly one of 'env' or 'file'")
         return self
 
-    def read(self) -> str:
-        """The password, read now from its source."""
-        if self.env is not None:
-            value = os.environ.get(self.env)
-            if value is None:
-                raise ConfigError(f"bgp.peers[].password.env: environment variable {self.env} is not set")
-        elif self.file is not None:
-            try:
-                value = self.file.read_text(encoding="utf-8").rstrip("\n")
-            except OSError as error:
-                raise ConfigError(f"bgp.peers[].password.file: cannot read {self.file}: {error}") from error
-        else:
-            raise ConfigError("bgp.peers[].password: give exactly one of 'env' or 'file'")
-        if not value or not value.isascii() or not value.isprintable() or '"' in value or len(value) > 80:
-            raise ConfigError("bgp.peers[].password: must be 1 to 80 printable ASCII characters without '\"'")
-        return value
+
+def _no_zone_index(value: Any) -> Any:
+    """Refuse an IPv6 address with a zone index ('fe80::1%eth0'): ExaBGP does not accept it in this form."""
+    if isinstance(value, str) and "%" in value:
+        raise ValueError(
+            f"{value!r} has a zone index ('%...'), which ExaBGP does not accept; "
+            "peer over a global or unique-local address instead"
+        )
+    return value
+
+
+PeerAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_no_zone_index)]
+LocalAddress = Annotated[
+    ipaddress.IPv4Address | ipaddress.IPv6Address | Literal["auto"], BeforeValidator(_no_zone_index)
+]
 
 
 class Peer(_Strict):
     """One BGP peer. Its address decides its family: IPv4 peers get only /32s, IPv6 peers only /128s."""
 
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address = Field(description="The peer's address.")
+    address: PeerAddress = Field(description="The peer's address (no zone index).")
     peer_as: Asn = Field(description="The peer's AS number.")
-    local_address: ipaddress.IPv4Address | ipaddress.IPv6Address | Literal["auto"] = Field(
-        default="auto", description="Our source address towards the peer; 'auto' lets the kernel choose."
+    local_address: LocalAddress = Field(
+        default="auto",
+        description="Our source address towards the peer; 'auto' lets the kernel choose (not with passive).",
     )
     port: int = Field(default=179, ge=1, le=65535, description="The peer's TCP port.")
-    passive: bool = Field(default=False, description="Wait for the peer to connect instead of connecting.")
+    passive: bool = Field(
+        default=False, description="Wait for the peer to connect instead of connecting; needs local_address."
+    )
     password: PasswordSource | None = Field(default=None, description="TCP MD5 password source.")
 
     @property
@@ -75,8 +85,12 @@ class Peer(_Strict):
 
     @model_validator(mode="after")
     def _same_family(self) -> Peer:
-        if self.local_address != "auto" and family_of(self.local_address) != self.family:
+        if self.local_address != "auto" and family_of(self.local_address) is not self.family:
             raise ValueError("local_address and address must be of the same family")
+        if self.passive and self.local_address == "auto":
+            raise ValueError(
+                "local_address: required when passive is true (ExaBGP refuses to listen with 'local-address auto')"
+            )
         return self
 
 
@@ -113,6 +127,18 @@ class Bgp(_Strict):
             seen.add(str(peer.address))
         return self
 
+    @model_validator(mode="after")
+    def _router_id(self) -> Bgp:
+        """ExaBGP derives no router-id from 'local-address auto' nor from an IPv6 local address."""
+        if self.router_id is None and any(
+            peer.local_address == "auto" or peer.family is Family.IPV6 for peer in self.peers
+        ):
+            raise ValueError(
+                "router_id: required by ExaBGP with an IPv6 peer or local_address 'auto' "
+                "(set it or the ROUTER_ID environment variable)"
+            )
+        return self
+
     def peers_of(self, family: Family) -> list[Peer]:
         return [peer for peer in self.peers if peer.family == family]
 
@@ -138,6 +164,9 @@ class AddressSource(_Strict):
 
     enabled: bool = Field(default=False, description="Announce this kind at all.")
     allowlist: Cidrs = Field(default_factory=list, description="CIDRs an address must fall in; empty announces none.")
+
+    def rule(self) -> AddressRule:
+        return AddressRule(self.enabled, tuple(self.allowlist))
 
 
 class Announce(_Strict):
@@ -291,13 +320,20 @@ class Metrics(_Strict):
     """The Prometheus and health endpoint."""
 
     listen: str | None = Field(default=None, description="'HOST:PORT' for /metrics, /healthz, /readyz; unset: off.")
+    _address: tuple[str, int] | None = PrivateAttr(default=None)
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_listen(value)
-        return value
+    @model_validator(mode="after")
+    def _listen(self) -> Metrics:
+        try:
+            self._address = None if self.listen is None else parse_listen(self.listen)
+        except ValueError as error:
+            raise ValueError(f"listen: {error}") from None
+        return self
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """listen as (host, port), parsed once when the configuration was validated."""
+        return self._address
 
 
 class Config(_Strict):
@@ -327,6 +363,19 @@ class Config(_Strict):
         """The families that have at least one peer."""
         return {peer.family for peer in self.bgp.peers}
 
+    def policy(self) -> Policy:
+        """The plain value the pure decision reads."""
+        announce = self.announce
+        return Policy(
+            families=frozenset(self.families()),
+            cluster_ips=announce.cluster_ips,
+            gate_cluster_ips_by_internal_policy=announce.cluster_ip_traffic_policy == "internal",
+            external_ips=announce.external_ips.rule(),
+            load_balancer_ips=announce.load_balancer_ips.rule(),
+            attributes={kind: self.attributes.for_kind(kind) for kind in Kind},
+            service_cidrs=tuple(announce.service_cidrs),
+        )
+
     @property
     def node(self) -> str:
         if self.node_name is None:
@@ -341,77 +390,31 @@ def _is_dns_subdomain(value: str) -> bool:
     return set(value) <= allowed and value[0].isalnum() and value[-1].isalnum()
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+_KEYED_MESSAGE = re.compile(r"^Value error, (?P<key>[a-z_]+): (?P<message>.*)$", re.DOTALL)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per problem, 'SOURCE: KEY: MESSAGE'; a cross-field rule names its key first in its message."""
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        parts = [str(part) for part in problem["loc"]]
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
+        keyed = _KEYED_MESSAGE.match(message)
+        if keyed is not None:
+            parts.append(keyed["key"])
+            message = keyed["message"]
+        key = ".".join(parts) or "(top level)"
         lines.append(f"{source}: {key}: {message}")
     return "\n".join(lines)
 
 
-def parse_config(data: Any, source: str = "config", environ: dict[str, str] | None = None) -> Config:
-    """Validate a decoded YAML document, applying NODE_NAME and ROUTER_ID from the environment."""
-    environment = os.environ if environ is None else environ
-    if not isinstance(data, dict):
+def validate_config(document: object, source: str = "config") -> Config:
+    """A decoded document (environment overrides already applied) as a Config, or ConfigError naming the key."""
+    if not isinstance(document, dict):
         raise ConfigError(f"{source}: (top level): must be a mapping")
-    document = dict(data)
-    if environment.get(ENV_NODE_NAME):
-        document["node_name"] = environment[ENV_NODE_NAME]
-    if environment.get(ENV_ROUTER_ID) and isinstance(document.get("bgp"), dict):
-        document["bgp"] = {**document["bgp"], "router_id": environment[ENV_ROUTER_ID]}
     try:
         return Config.model_validate(document)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error, source)) from None
-
-
-def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
-    """Read and validate the YAML file at path."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_config(data, str(path), environ)
-
-
-def _type_text(annotation: Any) -> str:
-    """A short, Markdown-safe name of a field's type."""
-    text = str(annotation)
-    for noise in ("typing.", "ipaddress.", "pathlib.", "announcer.config.", "<class '", "'>"):
-        text = text.replace(noise, "")
-    text = re.sub(r"Annotated\[int, FieldInfo\(.*?\)\]", "int", text)
-    return text.replace(" | ", " or ").replace("|", " or ")
-
-
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    """The settings model a field holds, directly, in a list, or as an optional."""
-    for candidate in (annotation, *get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Markdown table rows documenting every configuration key, from the models' own descriptions."""
-    rows: list[str] = []
-    for name, info in model.model_fields.items():
-        nested = _nested_model(info.annotation)
-        key = f"{prefix}{name}" + ("[]" if get_origin(info.annotation) is list and nested else "")
-        if info.is_required():
-            default = "required"
-        elif info.default_factory is not None:
-            default = "see below" if nested else f"`{info.default_factory()!r}`"  # type: ignore[call-arg]
-        else:
-            default = f"`{info.default!r}`"
-        description = (info.description or (nested.__doc__ if nested else "") or "").strip().replace("|", "or")
-        rows.append(f"| `{key}` | {_type_text(info.annotation)} | {default} | {description} |")
-        if nested is not None:
-            rows.extend(config_reference(nested, key + "."))
-    return rows
+        raise ConfigError(format_validation_error(error, source)) from None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
 
 from announcer.model import (
     UINT32_MAX,
@@ -40,7 +41,7 @@ class ObjectError(ValueError):
     """An object that cannot be identified (no usable namespace or name); it is ignored as a whole."""
 
 
-def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+def object_key(obj: Mapping[str, object]) -> tuple[str, str]:
     """(namespace, name) of a Kubernetes object, validated, or ObjectError."""
     metadata = obj.get("metadata")
     if not isinstance(metadata, Mapping):
@@ -53,7 +54,7 @@ def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
     return namespace, name
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     """A value made safe and short for a log line."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -87,7 +88,7 @@ def _parse_address_text(text: str) -> IPAddress:
     return address
 
 
-def parse_service_address(value: Any) -> IPAddress:
+def parse_service_address(value: object) -> IPAddress:
     """A unicast address a Service may carry; ValueError with the reason otherwise."""
     if not isinstance(value, str) or not value.isascii() or len(value) > 45:
         raise ValueError(f"{_shown(value)} is not an IP address")
@@ -100,7 +101,7 @@ def parse_service_address(value: Any) -> IPAddress:
 
 
 def _parse_addresses(
-    candidates: Iterable[tuple[str, Any]], where: str, problems: list[Problem]
+    candidates: Iterable[tuple[str, object]], where: str, problems: list[Problem]
 ) -> list[tuple[str, IPAddress]]:
     """(field, address) for each candidate that is a valid service address, first occurrence only."""
     addresses: list[tuple[str, IPAddress]] = []
@@ -117,7 +118,7 @@ def _parse_addresses(
     return addresses
 
 
-def _list_field(values: Any, field: str, where: str, problems: list[Problem]) -> list[tuple[str, Any]]:
+def _list_field(values: object, field: str, where: str, problems: list[Problem]) -> list[tuple[str, object]]:
     """(field[index], item) of a list field, bounded; a problem if it is not a list."""
     if values is None:
         return []
@@ -129,7 +130,7 @@ def _list_field(values: Any, field: str, where: str, problems: list[Problem]) ->
     return [(f"{field}[{index}]", value) for index, value in enumerate(values[:MAX_LIST_ITEMS])]
 
 
-def _cluster_ips(spec: Mapping[str, Any], where: str, problems: list[Problem]) -> tuple[bool, list[IPAddress]]:
+def _cluster_ips(spec: Mapping[str, object], where: str, problems: list[Problem]) -> tuple[bool, list[IPAddress]]:
     """(headless, one address per family in spec.clusterIPs order)."""
     values = spec.get("clusterIPs")
     field = "spec.clusterIPs"
@@ -147,7 +148,7 @@ def _cluster_ips(spec: Mapping[str, Any], where: str, problems: list[Problem]) -
     return False, chosen
 
 
-def _load_balancer_ips(status: Any, where: str, problems: list[Problem]) -> list[IPAddress]:
+def _load_balancer_ips(status: object, where: str, problems: list[Problem]) -> list[IPAddress]:
     """status.loadBalancer.ingress[].ip, skipping hostname-only entries and ipMode Proxy."""
     load_balancer = status.get("loadBalancer") if isinstance(status, Mapping) else None
     ingress = load_balancer.get("ingress") if isinstance(load_balancer, Mapping) else None
@@ -159,7 +160,7 @@ def _load_balancer_ips(status: Any, where: str, problems: list[Problem]) -> list
     return [address for _, address in _parse_addresses(candidates, where, problems)]
 
 
-def _traffic_local(spec: Mapping[str, Any], field: str, where: str, problems: list[Problem]) -> bool:
+def _traffic_local(spec: Mapping[str, object], field: str, where: str, problems: list[Problem]) -> bool:
     value = spec.get(field)
     if value in (None, "Cluster"):
         return False
@@ -169,7 +170,7 @@ def _traffic_local(spec: Mapping[str, Any], field: str, where: str, problems: li
     return False
 
 
-def _annotation_text(value: Any, field: str, where: str, problems: list[Problem]) -> str | None:
+def _annotation_text(value: object, field: str, where: str, problems: list[Problem]) -> str | None:
     if not isinstance(value, str):
         problems.append(Problem(where, field, f"{_shown(value)} is not a string; ignored"))
         return None
@@ -186,11 +187,13 @@ def _number(text: str) -> int:
 
 
 def _overrides(
-    annotations: Mapping[str, Any], prefix: str, where: str, problems: list[Problem]
+    annotations: Mapping[str, object], prefix: str, where: str, problems: list[Problem]
 ) -> tuple[bool, AttributeOverrides]:
     """(opted out, attribute overrides) from the Service's annotations; invalid ones are ignored."""
     opted_out = False
-    found: dict[str, Any] = {}
+    communities: tuple[tuple[int, int], ...] | None = None
+    large_communities: tuple[tuple[int, int, int], ...] | None = None
+    numbers: dict[str, int] = {}
     for suffix in (OPT_OUT, COMMUNITIES, LARGE_COMMUNITIES, LOCAL_PREFERENCE, MED):
         key = prefix + suffix
         if key not in annotations:
@@ -208,21 +211,29 @@ def _overrides(
                 words = [word for word in _SEPARATORS.split(text) if word]
                 if len(words) > MAX_LIST_ITEMS:
                     raise ValueError(f"more than {MAX_LIST_ITEMS} communities")
-                parse = parse_community if suffix == COMMUNITIES else parse_large_community
-                found[suffix] = tuple(sorted({parse(word) for word in words}))
+                if suffix == COMMUNITIES:
+                    communities = tuple(sorted({parse_community(word) for word in words}))
+                else:
+                    large_communities = tuple(sorted({parse_large_community(word) for word in words}))
             else:
-                found[suffix] = _number(text)
+                numbers[suffix] = _number(text)
         except ValueError as error:
             problems.append(Problem(where, field, f"{error}; ignored"))
     return opted_out, AttributeOverrides(
-        communities=found.get(COMMUNITIES),
-        large_communities=found.get(LARGE_COMMUNITIES),
-        local_preference=found.get(LOCAL_PREFERENCE),
-        med=found.get(MED),
+        communities=communities,
+        large_communities=large_communities,
+        local_preference=numbers.get(LOCAL_PREFERENCE),
+        med=numbers.get(MED),
     )
 
 
-def service_view(obj: Mapping[str, Any], annotation_prefix: str) -> tuple[ServiceView, list[Problem]]:
+def _metadata(obj: Mapping[str, object]) -> Mapping[str, object]:
+    """The metadata of an object whose key object_key() has read (so a mapping)."""
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def service_view(obj: Mapping[str, object], annotation_prefix: str) -> tuple[ServiceView, list[Problem]]:
     """The slim view of a Service and the problems found in it; ObjectError if it has no usable name."""
     namespace, name = object_key(obj)
     where = f"Service {namespace}/{name}"
@@ -235,8 +246,7 @@ def service_view(obj: Mapping[str, Any], annotation_prefix: str) -> tuple[Servic
     if service_type not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         problems.append(Problem(where, "spec.type", f"{_shown(service_type)} is not a Service type"))
         return ServiceView(namespace, name, service_type="invalid"), problems
-    metadata = obj["metadata"]
-    annotations = metadata.get("annotations") or {}
+    annotations = _metadata(obj).get("annotations") or {}
     if not isinstance(annotations, Mapping):
         problems.append(Problem(where, "metadata.annotations", "not an object; ignored"))
         annotations = {}
@@ -267,7 +277,7 @@ def service_view(obj: Mapping[str, Any], annotation_prefix: str) -> tuple[Servic
     )
 
 
-def endpoint_can_serve(endpoint: Mapping[str, Any]) -> bool:
+def endpoint_can_serve(endpoint: Mapping[str, object]) -> bool:
     """Ready unset or true; else serving true (a terminating endpoint that still serves)."""
     conditions = endpoint.get("conditions")
     if not isinstance(conditions, Mapping):
@@ -281,12 +291,12 @@ def endpoint_can_serve(endpoint: Mapping[str, Any]) -> bool:
 _ADDRESS_TYPES = {"IPv4": Family.IPV4, "IPv6": Family.IPV6, "FQDN": None}
 
 
-def slice_view(obj: Mapping[str, Any]) -> tuple[SliceView | None, list[Problem]]:
+def slice_view(obj: Mapping[str, object]) -> tuple[SliceView | None, list[Problem]]:
     """The slim view of an EndpointSlice (None if it belongs to no Service); ObjectError if it has no name."""
     namespace, name = object_key(obj)
     where = f"EndpointSlice {namespace}/{name}"
     problems: list[Problem] = []
-    labels = obj["metadata"].get("labels") or {}
+    labels = _metadata(obj).get("labels") or {}
     service_name = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
     if service_name is None:
         return None, problems
@@ -294,7 +304,7 @@ def slice_view(obj: Mapping[str, Any]) -> tuple[SliceView | None, list[Problem]]
         problems.append(Problem(where, f"metadata.labels[{SERVICE_NAME_LABEL}]", "not a Service name; ignored"))
         return None, problems
     address_type = obj.get("addressType")
-    if address_type not in _ADDRESS_TYPES:
+    if not isinstance(address_type, str) or address_type not in _ADDRESS_TYPES:
         problems.append(Problem(where, "addressType", f"{_shown(address_type)} is not IPv4, IPv6 or FQDN"))
         return None, problems
     endpoints = obj.get("endpoints") or []
@@ -314,3 +324,56 @@ def slice_view(obj: Mapping[str, Any]) -> tuple[SliceView | None, list[Problem]]
             continue
         nodes.add(node)
     return SliceView(namespace, name, service_name, _ADDRESS_TYPES[address_type], frozenset(nodes)), problems
+
+
+class ObjectKind(Enum):
+    """The kinds of object the announcer reads."""
+
+    SERVICE = "Service"
+    ENDPOINT_SLICE = "EndpointSlice"
+
+
+@dataclass(frozen=True)
+class Converted:
+    """One Kubernetes object as the decision needs it, with the problems found in it.
+
+    key None: the object has no usable namespace/name and is ignored as a whole, `error` saying why. view None
+    with a key: nothing of it counts (e.g. an EndpointSlice of no Service). unreadable: its shape defeated the
+    conversion itself; what an earlier version of it contributed is kept.
+    """
+
+    kind: ObjectKind
+    key: tuple[str, str] | None
+    view: ServiceView | SliceView | None
+    problems: tuple[Problem, ...] = ()
+    error: str = ""
+    unreadable: bool = False
+
+
+def convert_object(kind: ObjectKind, obj: object, annotation_prefix: str) -> Converted:
+    """Raw JSON of a Service or EndpointSlice to its view; never raises: what cannot be read is named instead."""
+    if not isinstance(obj, Mapping):
+        return Converted(kind, None, None, (), f"{_shown(obj)[:40]} is not an object")
+    try:
+        key = object_key(obj)
+    except ObjectError as error:
+        return Converted(kind, None, None, (), str(error))
+    try:
+        if kind is ObjectKind.SERVICE:
+            view, problems = service_view(obj, annotation_prefix)
+            return Converted(kind, key, view, tuple(problems))
+        slice_, problems = slice_view(obj)
+        return Converted(kind, key, slice_, tuple(problems))
+    except Exception as error:  # a shape no rule above foresaw: this object is skipped, never the watch
+        where = f"{kind.value} {key[0]}/{key[1]}"
+        problem = Problem(where, "(object)", f"cannot be read ({type(error).__name__}: {error}); ignored")
+        return Converted(kind, key, None, (problem,), unreadable=True)
+
+
+def converter(kind: ObjectKind, annotation_prefix: str) -> Callable[[object], Converted]:
+    """The function a watcher applies to each object it reads."""
+
+    def convert(obj: object) -> Converted:
+        return convert_object(kind, obj, annotation_prefix)
+
+    return convert

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from announcer.config import AddressSource, Config
 from announcer.model import (
     Attributes,
     Family,
@@ -19,6 +18,7 @@ from announcer.model import (
     SliceView,
     family_of,
 )
+from announcer.policy import AddressRule, Policy
 
 ObjectKey = tuple[str, str]
 # Claims on aggregates come from the configuration, not from a Service; this key sorts before any Service.
@@ -65,41 +65,12 @@ class Decision:
     not_wanted: tuple[NotWanted, ...] = ()
 
 
-@dataclass(frozen=True)
-class Policy:
-    """The parts of the configuration the decision reads, resolved once."""
-
-    families: frozenset[Family]
-    cluster_ips: bool
-    gate_cluster_ips_by_internal_policy: bool
-    external_ips: AddressSource
-    load_balancer_ips: AddressSource
-    attributes: Mapping[Kind, Attributes]
-    service_cidrs: tuple[Prefix, ...]
-
-    @classmethod
-    def from_config(cls, config: Config) -> Policy:
-        return cls(
-            families=frozenset(config.families()),
-            cluster_ips=config.announce.cluster_ips,
-            gate_cluster_ips_by_internal_policy=config.announce.cluster_ip_traffic_policy == "internal",
-            external_ips=config.announce.external_ips,
-            load_balancer_ips=config.announce.load_balancer_ips,
-            attributes={kind: config.attributes.for_kind(kind) for kind in Kind},
-            service_cidrs=tuple(config.announce.service_cidrs),
-        )
-
-
-def _in_allowlist(address: IPAddress, source: AddressSource) -> bool:
-    return any(address.version == network.version and address in network for network in source.allowlist)
-
-
 def _reason_not_wanted(
     service: ServiceView,
     address: IPAddress,
     *,
     enabled: bool,
-    allowlisted: AddressSource | None,
+    allowlisted: AddressRule | None,
     gated: bool,
     local_families: frozenset[Family],
     policy: Policy,
@@ -110,7 +81,7 @@ def _reason_not_wanted(
         return Reason.OPTED_OUT
     if not enabled:
         return Reason.KIND_DISABLED
-    if allowlisted is not None and not _in_allowlist(address, allowlisted):
+    if allowlisted is not None and not allowlisted.allows(address):
         return Reason.OUTSIDE_ALLOWLIST
     if family not in policy.families:
         return Reason.NO_PEER_FOR_FAMILY
@@ -130,7 +101,7 @@ def decide(service: ServiceView, local_families: frozenset[Family], policy: Poli
     cluster_gated = (
         service.internal_traffic_local if policy.gate_cluster_ips_by_internal_policy else service.external_traffic_local
     )
-    sources: list[tuple[Kind, tuple[IPAddress, ...], bool, AddressSource | None, bool]] = [
+    sources: list[tuple[Kind, tuple[IPAddress, ...], bool, AddressRule | None, bool]] = [
         (Kind.CLUSTER_IP, service.cluster_ips, policy.cluster_ips, None, cluster_gated),
         (Kind.EXTERNAL_IP, service.external_ips, policy.external_ips.enabled, policy.external_ips,
          service.external_traffic_local),

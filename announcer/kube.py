@@ -1,4 +1,4 @@
-"""List+watch of Services and EndpointSlices with the official client, raw JSON, reconnecting with backoff."""
+"""List+watch of Services and EndpointSlices with the official client: typed events, pagination, resume, backoff."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Generic, Literal, Protocol, TypeAlias, TypeVar, cast
 
 import kubernetes
 import urllib3
@@ -19,6 +19,7 @@ import urllib3
 log = logging.getLogger(__name__)
 
 HTTP_GONE = 410
+T = TypeVar("T")
 
 
 class Resource(Enum):
@@ -29,31 +30,35 @@ class Resource(Enum):
 
 
 @dataclass(frozen=True)
-class ListPage:
+class ListPage(Generic[T]):
     """One page of a (re-)list, handed on as soon as it is read so the first routes go out early."""
 
     resource: Resource
-    objects: list[Any]
+    objects: list[T]
 
 
 @dataclass(frozen=True)
-class Relisted:
+class Relisted(Generic[T]):
     """Every object of a resource, after a (re-)list, each as the watcher's converter made it."""
 
     resource: Resource
-    objects: list[Any]
+    objects: list[T]
+
+
+ChangeKind = Literal["ADDED", "MODIFIED", "DELETED"]
+_CHANGES: dict[str, ChangeKind] = {"ADDED": "ADDED", "MODIFIED": "MODIFIED", "DELETED": "DELETED"}
 
 
 @dataclass(frozen=True)
-class Changed:
+class Changed(Generic[T]):
     """One watch event (ADDED, MODIFIED or DELETED) and its object, as the watcher's converter made it."""
 
     resource: Resource
-    kind: str
-    obj: Any
+    kind: ChangeKind
+    obj: T
 
 
-WatchEvent = ListPage | Relisted | Changed
+WatchEvent: TypeAlias = ListPage[T] | Relisted[T] | Changed[T]
 
 
 @dataclass
@@ -65,13 +70,64 @@ class WatchStats:
     restarts: int = 0
     expired: int = 0
     events: int = 0
+    skipped: int = 0
 
 
 class Expired(Exception):
     """The watch's resourceVersion is too old (410 Gone): only a re-list helps."""
 
 
-def make_api_client(kubeconfig: Path | None) -> Any:
+class WatchError(Exception):
+    """The API server ended a watch with an ERROR event other than 410."""
+
+
+class _Response(Protocol):
+    """The parts of urllib3's response that a list or a watch reads (the client answers untyped)."""
+
+    data: bytes
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]: ...
+
+    def release_conn(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class _ListCall(Protocol):
+    """A list call of the official client, asked for the raw response."""
+
+    def __call__(
+        self, *, _preload_content: bool, _request_timeout: float | tuple[float, float], **arguments: str | int | bool
+    ) -> _Response: ...
+
+
+class KubeApi:
+    """The official client's list calls for the two resources, as typed requests returning raw responses."""
+
+    def __init__(self, api_client: object) -> None:
+        core = kubernetes.client.CoreV1Api(api_client)
+        discovery = kubernetes.client.DiscoveryV1Api(api_client)
+        # With _preload_content=False the client returns the raw response, not the model its annotations name.
+        self._calls: dict[Resource, _ListCall] = {
+            Resource.SERVICES: cast(_ListCall, core.list_service_for_all_namespaces),
+            Resource.ENDPOINTSLICES: cast(_ListCall, discovery.list_endpoint_slice_for_all_namespaces),
+        }
+
+    def request(
+        self,
+        resource: Resource,
+        *,
+        label_selector: str = "",
+        timeout: float | tuple[float, float],
+        **arguments: str | int | bool,
+    ) -> _Response:
+        """One list or watch request; the body is read by the caller (never deserialised by the client)."""
+        if label_selector:
+            arguments["label_selector"] = label_selector
+        return self._calls[resource](_preload_content=False, _request_timeout=timeout, **arguments)
+
+
+def make_api_client(kubeconfig: Path | None) -> object:
     """An ApiClient: the given kubeconfig; else KUBECONFIG or ~/.kube/config; else the in-cluster account."""
     configuration = kubernetes.client.Configuration()
     if kubeconfig is not None:
@@ -83,7 +139,53 @@ def make_api_client(kubeconfig: Path | None) -> Any:
             kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
             kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient(configuration)
+    client: object = kubernetes.client.ApiClient(configuration)
+    return client
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: its objects as raw JSON values, and the list's resourceVersion."""
+
+    items: list[object]
+    resource_version: str
+
+
+def _field(document: object, name: str) -> object:
+    return document.get(name) if isinstance(document, dict) else None
+
+
+def list_pages(
+    api: KubeApi,
+    resource: Resource,
+    *,
+    label_selector: str = "",
+    page_size: int = 500,
+    request_timeout: float = 30.0,
+) -> Iterator[Page]:
+    """Every object of a resource, page by page (limit/continue), each request bounded by request_timeout.
+
+    The resourceVersion is the first page's: the continue tokens keep every page in that snapshot.
+    """
+    token = ""
+    resource_version = ""
+    while True:
+        arguments: dict[str, str | int | bool] = {"limit": page_size}
+        if token:
+            arguments["_continue"] = token
+        response = api.request(resource, label_selector=label_selector, timeout=request_timeout, **arguments)
+        try:
+            document: object = json.loads(response.data)
+        finally:
+            response.release_conn()
+        metadata = _field(document, "metadata")
+        items = _field(document, "items")
+        resource_version = resource_version or str(_field(metadata, "resourceVersion") or "")
+        yield Page(list(items) if isinstance(items, list) else [], resource_version)
+        continued = _field(metadata, "continue")
+        if not isinstance(continued, str) or not continued:
+            return
+        token = continued
 
 
 class Backoff:
@@ -104,7 +206,7 @@ class Backoff:
         self.attempt = 0
 
 
-def _lines(response: Any) -> Iterator[bytes]:
+def _lines(response: _Response) -> Iterator[bytes]:
     """The newline-separated JSON lines of a chunked watch response."""
     rest = b""
     for chunk in response.stream(amt=None, decode_content=False):
@@ -114,21 +216,29 @@ def _lines(response: Any) -> Iterator[bytes]:
                 yield line
 
 
-class ResourceWatcher(threading.Thread):
+def _object_name(obj: object) -> str:
+    """'namespace/name' of a raw object, for a log line, whatever its shape."""
+    metadata = _field(obj, "metadata")
+    return f"{_field(metadata, 'namespace')!r}/{_field(metadata, 'name')!r}"
+
+
+class ResourceWatcher(threading.Thread, Generic[T]):
     """Lists one resource, then watches it from the list's resourceVersion, forever, with bookmarks.
 
-    410 Expired means a re-list; a dropped connection, a 5xx or a timeout means a new watch from the last
-    resourceVersion seen, after a backoff. Nothing is ever forgotten while the API server is unreachable.
+    Each object is converted (`convert`, owned by convert.py) as it is read; the sink gets typed events. 410
+    Expired means a re-list. A dropped connection, a read timeout, a 5xx or an ERROR event means a new watch from
+    the last resourceVersion seen (an event's or a BOOKMARK's), after a backoff: never a replay of events already
+    handed on. One object that cannot be converted is logged and skipped; the watch goes on.
     """
 
     def __init__(
         self,
         resource: Resource,
-        api_client: Any,
-        sink: Callable[[WatchEvent], None],
+        api_client: object,
+        sink: Callable[[WatchEvent[T]], None],
         stop: threading.Event,
         *,
-        convert: Callable[[dict[str, Any]], Any] = lambda obj: obj,
+        convert: Callable[[object], T],
         label_selector: str = "",
         page_size: int = 500,
         watch_timeout: int = 300,
@@ -137,6 +247,7 @@ class ResourceWatcher(threading.Thread):
     ) -> None:
         super().__init__(name=f"watch-{resource.value}", daemon=True)
         self.resource = resource
+        self.api = api_client if isinstance(api_client, KubeApi) else KubeApi(api_client)
         self.sink = sink
         self.convert = convert  # applied as each object is read: a page's raw JSON is dropped at once
         self.stop_event = stop
@@ -146,35 +257,34 @@ class ResourceWatcher(threading.Thread):
         self.request_timeout = request_timeout
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.stats = WatchStats()
-        self._call: Callable[..., Any]
-        if resource is Resource.SERVICES:
-            self._call = kubernetes.client.CoreV1Api(api_client).list_service_for_all_namespaces
-        else:
-            self._call = kubernetes.client.DiscoveryV1Api(api_client).list_endpoint_slice_for_all_namespaces
-        self._response: Any = None
+        self.resource_version: str | None = None  # progress: the last resourceVersion handed on; None: re-list
+        self._response: _Response | None = None
 
     def run(self) -> None:
-        resource_version: str | None = None
         while not self.stop_event.is_set():
             try:
-                if resource_version is None:
-                    resource_version = self._list()
-                resource_version = self._watch(resource_version)
+                if self.resource_version is None:
+                    self.resource_version = self._list()
+                self._watch()
                 self.backoff.reset()
             except Expired:
                 self.stats.expired += 1
-                log.info("%s: resourceVersion %s expired (410); re-listing", self.resource.value, resource_version)
-                resource_version = None
+                log.info("%s: resourceVersion %s expired (410); re-listing", self.resource.value, self.resource_version)
+                self.resource_version = None
             except Exception as error:
                 if self.stop_event.is_set():
                     break
                 self.stats.restarts += 1
                 if isinstance(error, kubernetes.client.ApiException) and error.status == HTTP_GONE:
                     self.stats.expired += 1
-                    resource_version = None
+                    self.resource_version = None
                 delay = self.backoff.next_delay()
                 log.warning(
-                    "%s: %s; retrying in %.1f s (announced routes stay)", self.resource.value, _brief(error), delay
+                    "%s: %s; watching again from resourceVersion %s in %.1f s (announced routes stay)",
+                    self.resource.value,
+                    _brief(error),
+                    self.resource_version,
+                    delay,
                 )
                 self.stop_event.wait(delay)
 
@@ -185,70 +295,79 @@ class ResourceWatcher(threading.Thread):
             with contextlib.suppress(Exception):  # best effort on a connection that may be gone
                 response.shutdown()
 
-    def _request(self, **arguments: Any) -> Any:
-        if self.label_selector:
-            arguments["label_selector"] = self.label_selector
-        return self._call(_preload_content=False, **arguments)
+    def _convert(self, obj: object) -> list[T]:
+        """[converted], or [] after one log line naming the object if the converter raised (a bug, never fatal)."""
+        try:
+            return [self.convert(obj)]
+        except Exception as error:
+            self.stats.skipped += 1
+            log.error(
+                "%s %s skipped: cannot be converted (%s: %s)",
+                self.resource.value,
+                _object_name(obj),
+                type(error).__name__,
+                error,
+            )
+            return []
 
     def _list(self) -> str:
-        objects: list[Any] = []
-        token: str | None = None
+        objects: list[T] = []
         resource_version = ""
-        while True:
-            arguments: dict[str, Any] = {"limit": self.page_size, "_request_timeout": self.request_timeout}
-            if token:
-                arguments["_continue"] = token
-            response = self._request(**arguments)
-            try:
-                page = json.loads(response.data)
-            finally:
-                response.release_conn()
-            metadata = page.get("metadata") or {}
-            converted = [self.convert(item) for item in page.get("items") or []]
+        for page in list_pages(
+            self.api,
+            self.resource,
+            label_selector=self.label_selector,
+            page_size=self.page_size,
+            request_timeout=self.request_timeout,
+        ):
+            resource_version = resource_version or page.resource_version
+            converted = [value for item in page.items for value in self._convert(item)]
             del page  # the raw JSON of a page lives no longer than its conversion
             self.sink(ListPage(self.resource, converted))
             objects.extend(converted)
-            resource_version = resource_version or str(metadata.get("resourceVersion", ""))
-            token = metadata.get("continue")
-            if not token:
-                break
         self.stats.lists += 1
         log.info("%s: listed %d objects at resourceVersion %s", self.resource.value, len(objects), resource_version)
         self.sink(Relisted(self.resource, objects))
         return resource_version
 
-    def _watch(self, resource_version: str) -> str:
-        """Watch until the server ends the request; returns the last resourceVersion seen."""
+    def _watch(self) -> None:
+        """Watch until the server ends the request, advancing self.resource_version with every event read."""
         self.stats.watches += 1
-        response = self._request(
+        response = self.api.request(
+            self.resource,
+            label_selector=self.label_selector,
+            timeout=(self.request_timeout, self.watch_timeout + self.request_timeout),
             watch=True,
-            resource_version=resource_version,
+            resource_version=self.resource_version or "",
             allow_watch_bookmarks=True,
             timeout_seconds=self.watch_timeout,
-            _request_timeout=(self.request_timeout, self.watch_timeout + self.request_timeout),
         )
         self._response = response
         try:
             for line in _lines(response):
                 if self.stop_event.is_set():
                     break
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == HTTP_GONE:
-                        raise Expired
-                    raise kubernetes.client.ApiException(status=obj.get("code"), reason=obj.get("message"))
-                version = (obj.get("metadata") or {}).get("resourceVersion")
-                if version:
-                    resource_version = str(version)
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self.stats.events += 1
-                    self.sink(Changed(self.resource, kind, self.convert(obj)))
-                    self.backoff.reset()
+                self._event(json.loads(line))
         finally:
             self._response = None
             response.release_conn()
-        return resource_version
+
+    def _event(self, event: object) -> None:
+        kind, obj = _field(event, "type"), _field(event, "object")
+        if kind == "ERROR":
+            code = _field(obj, "code")
+            if code == HTTP_GONE:
+                raise Expired
+            raise WatchError(f"ERROR event {code}: {_field(obj, 'message')}")
+        version = _field(_field(obj, "metadata"), "resourceVersion")
+        change = _CHANGES.get(kind) if isinstance(kind, str) else None
+        if change is not None:
+            self.stats.events += 1
+            for value in self._convert(obj):
+                self.sink(Changed(self.resource, change, value))
+            self.backoff.reset()
+        if version:
+            self.resource_version = str(version)  # after the hand-on: a cut now resumes after this event
 
 
 def _brief(error: BaseException) -> str:

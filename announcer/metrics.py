@@ -10,21 +10,24 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import prometheus_client
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from announcer.config import ConfigError, parse_listen
+from announcer.config import ConfigError
+from announcer.convert import Converted
 from announcer.desired import DesiredTable
 from announcer.exabgp import ExaBgpPipe
-from announcer.kube import Changed, Relisted, ResourceWatcher, WatchEvent
+from announcer.kube import Changed, Relisted, ResourceWatcher
 from announcer.model import Attributes, Family, Kind, Prefix, family_of
 from announcer.reconcile import Action, Command
 
 log = logging.getLogger(__name__)
+
+Event = TypeVar("Event")
 
 # /healthz answers 503 once the main loop has neither finished a pass nor written a command for this long. A
 # pass normally ends every 0.5 s; a first sync of many routes writes commands throughout, so it stays healthy.
@@ -81,7 +84,7 @@ class _PipeCollector:
 class _WatchCollector:
     """Read at scrape time from each watcher's WatchStats."""
 
-    def __init__(self, watchers: Sequence[ResourceWatcher]) -> None:
+    def __init__(self, watchers: Sequence[ResourceWatcher[Converted]]) -> None:
         self.watchers = list(watchers)
 
     def collect(self) -> Iterable[Metric]:
@@ -117,7 +120,7 @@ class DaemonMetrics:
         self,
         state: LoopState,
         pipe: ExaBgpPipe,
-        listen: str,
+        listen: tuple[str, int],
         *,
         healthy_within: float = HEALTHY_WITHIN_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -125,7 +128,7 @@ class DaemonMetrics:
     ) -> None:
         self.state = state
         self.pipe = pipe
-        self.listen = parse_listen(listen)  # validated by the configuration already
+        self.listen = listen  # (host, port), parsed once by the configuration
         self.healthy_within = healthy_within
         self._clock = clock
         self._wall_clock = wall_clock
@@ -178,10 +181,10 @@ class DaemonMetrics:
         self.server: WSGIServer | None = None
 
     # --- fed by the main loop ------------------------------------------------------------------------------
-    def stamping(self, forward: Callable[[WatchEvent], None]) -> Callable[[WatchEvent], None]:
+    def stamping(self, forward: Callable[[Event], None]) -> Callable[[Event], None]:
         """A watcher sink that notes when each watch event arrived, then hands it on (watcher threads)."""
 
-        def stamp_and_forward(event: WatchEvent) -> None:
+        def stamp_and_forward(event: Event) -> None:
             if isinstance(event, Changed):
                 with self._arrivals_lock:
                     self._arrivals[id(event)] = self._clock()
@@ -277,7 +280,7 @@ class DaemonMetrics:
 
         return application
 
-    def serve(self, watchers: Sequence[ResourceWatcher]) -> None:
+    def serve(self, watchers: Sequence[ResourceWatcher[Converted]]) -> None:
         """Start the HTTP server thread on metrics.listen; ConfigError (naming the key) if it cannot bind."""
         self.registry.register(_WatchCollector(watchers))
         host, port = self.listen

@@ -6,14 +6,13 @@ import ipaddress
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from announcer.config import Config, ConfigError
-from announcer.convert import ObjectError, service_view, slice_view
-from announcer.desired import DesiredTable, Policy
+from announcer.convert import Converted, ObjectKind, convert_object
+from announcer.desired import DesiredTable
 from announcer.model import Problem, ServiceView, SliceView, family_of
 
 log = logging.getLogger(__name__)
@@ -32,26 +31,21 @@ class Row:
     peers: str
 
 
-def build_table(config: Config, node: str, objects: list[dict[str, Any]]) -> tuple[DesiredTable, list[Problem | str]]:
-    """The desired table of a node for these Kubernetes objects (Services and EndpointSlices, any order)."""
-    table = DesiredTable(node, Policy.from_config(config))
+def build_table(config: Config, node: str, objects: Iterable[Converted]) -> tuple[DesiredTable, list[Problem | str]]:
+    """The desired table of a node for these converted objects (Services and EndpointSlices, any order)."""
+    table = DesiredTable(node, config.policy())
     services: list[ServiceView] = []
     slices: list[SliceView] = []
     problems: list[Problem | str] = []
-    for obj in objects:
-        kind = obj.get("kind")
-        try:
-            if kind == "Service":
-                service, found = service_view(obj, config.announce.annotation_prefix)
-                services.append(service)
-                problems.extend(found)
-            elif kind == "EndpointSlice":
-                endpoint_slice, found = slice_view(obj)
-                problems.extend(found)
-                if endpoint_slice is not None:
-                    slices.append(endpoint_slice)
-        except ObjectError as error:
-            problems.append(f"{kind} ignored: {error}")
+    for item in objects:
+        if item.key is None:
+            problems.append(f"{item.kind.value} ignored: {item.error}")
+            continue
+        problems.extend(item.problems)
+        if isinstance(item.view, ServiceView):
+            services.append(item.view)
+        elif isinstance(item.view, SliceView):
+            slices.append(item.view)
     table.replace_slices(slices)
     table.replace_services(services)
     return table, problems
@@ -108,40 +102,50 @@ def format_table(table_rows: list[Row]) -> str:
     )
 
 
-def _objects_from_file(path: Path) -> list[dict[str, Any]]:
+_KINDS = {kind.value: kind for kind in ObjectKind}
+
+
+def _objects_from_file(config: Config, path: Path) -> list[Converted]:
+    """The Services and EndpointSlices of 'kubectl get services,endpointslices -A -o json' output, converted."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document: object = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ConfigError(f"--from-file {path}: cannot read a JSON document: {error}") from None
     items = document.get("items") if isinstance(document, dict) else document
     if not isinstance(items, list):
         raise ConfigError(f"--from-file {path}: expected a List with 'items' (kubectl get ... -o json)")
-    return [item for item in items if isinstance(item, dict)]
+    prefix = config.announce.annotation_prefix
+    return [
+        convert_object(_KINDS[item["kind"]], item, prefix)
+        for item in items
+        if isinstance(item, dict) and item.get("kind") in _KINDS
+    ]
 
 
-def _objects_from_cluster(config: Config) -> list[dict[str, Any]]:
-    import kubernetes
+def _objects_from_cluster(config: Config) -> list[Converted]:
+    """Both resources, listed page by page with timeouts by the routine the daemon's watchers use."""
+    from announcer.kube import KubeApi, Resource, list_pages, make_api_client
 
-    from announcer.kube import make_api_client
-
-    client = make_api_client(config.watch.kubeconfig)
-    core = kubernetes.client.CoreV1Api(client)
-    discovery = kubernetes.client.DiscoveryV1Api(client)
-    objects: list[dict[str, Any]] = []
-    calls: tuple[tuple[Callable[..., Any], str, str], ...] = (
-        (core.list_service_for_all_namespaces, "Service", config.announce.service_label_selector),
-        (discovery.list_endpoint_slice_for_all_namespaces, "EndpointSlice", ""),
-    )
-    for call, kind, selector in calls:
-        response = call(_preload_content=False, label_selector=selector)
-        objects.extend({**item, "kind": kind} for item in json.loads(response.data).get("items", []))
+    api = KubeApi(make_api_client(config.watch.kubeconfig))
+    kinds = {Resource.SERVICES: ObjectKind.SERVICE, Resource.ENDPOINTSLICES: ObjectKind.ENDPOINT_SLICE}
+    objects: list[Converted] = []
+    for resource, kind in kinds.items():
+        selector = config.announce.service_label_selector if resource is Resource.SERVICES else ""
+        for page in list_pages(
+            api,
+            resource,
+            label_selector=selector,
+            page_size=config.watch.page_size,
+            request_timeout=config.watch.request_timeout,
+        ):
+            objects.extend(convert_object(kind, item, config.announce.annotation_prefix) for item in page.items)
     return objects
 
 
 def render_main(config: Config, node: str | None, from_file: Path | None, output: str) -> int:
     """The `render` command."""
     node_name = node or config.node
-    objects = _objects_from_file(from_file) if from_file is not None else _objects_from_cluster(config)
+    objects = _objects_from_file(config, from_file) if from_file is not None else _objects_from_cluster(config)
     table, problems = build_table(config, node_name, objects)
     for problem in problems:
         log.warning("%s", problem)

@@ -211,7 +211,7 @@ def command_status(arguments: argparse.Namespace) -> int:
 
 def command_static_api(routes: list[str], rest: list[str]) -> int:
     """Act as ExaBGP's API process: announce fixed prefixes per peer family, then idle until shutdown."""
-    from announcer.config import load_config
+    from announcer.config_load import load_config
 
     if "--config" not in rest:
         print("static-api: needs '--config PATH' (as on ExaBGP's run line)", file=sys.stderr)

@@ -361,7 +361,7 @@ class CalicoLab(Lab):
 
     # Tearing it down
 
-    def down(self) -> list[str]:
+    def down(self, release_lock: bool = True) -> list[str]:
         """Stop every BIRD, then the rest of the lab."""
         notes: list[str] = []
         for name, family in list(self._bird):
@@ -369,4 +369,4 @@ class CalicoLab(Lab):
                 self.stop_bird(name, family)
             except Exception as error:  # keep tearing down whatever fails
                 notes.append(f"stopping {BIRD_NAME[family]} on {name} failed: {error}")
-        return notes + super().down()
+        return notes + super().down(release_lock=release_lock)

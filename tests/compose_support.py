@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from announcer.config import Config, load_config
+from announcer.config import Config
+from announcer.config_load import load_config
 from lab.lab import SAMPLES, load_objects
 
 REPOSITORY = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from announcer.config import Config, parse_config
+from announcer.config import Config
+from announcer.config_load import parse_config
 
 # The lab fixtures live in one place for the whole session: one keeper, so one lab at a time (they share
 # 203.0.113.240/28 in the root namespace), swapped between the end-to-end and smoke modules instead of colliding.

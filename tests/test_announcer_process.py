@@ -279,9 +279,11 @@ def test_the_first_pages_are_announced_before_the_list_ends_and_withdrawals_wait
     ]
     exabgp = start(tmp_path, api, held=held)
     try:
+        stale = f"neighbor {V6_PEER} withdraw route 2001:db8:97::1/128 next-hop self"
         exabgp.wait_for(lambda: len(exabgp.prefixes(V6_PEER)) == 1200, timeout=30, what="all 1,200 prefixes")
+        exabgp.wait_for(lambda: stale in exabgp.lines, what="the stale route's withdraw")
         commands = [line for line in exabgp.lines if line.startswith("neighbor ")]
-        withdraw = commands.index(f"neighbor {V6_PEER} withdraw route 2001:db8:97::1/128 next-hop self")
+        withdraw = commands.index(stale)
         assert withdraw > 0, "announcements of the first pages went out before the withdraw"
         assert all(" announce " in line for line in commands[:withdraw])
         assert "first sync: ExaBGP holds 1 prefixes; 1200 to announce, 1 to withdraw" in exabgp.stderr()

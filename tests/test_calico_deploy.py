@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from announcer.calico import calico_resources, parse_ranges
-from announcer.config import parse_config
+from announcer.config_load import parse_config
 from announcer.exabgp_conf import render_exabgp_conf
 from lab.calico import CALICO_CONFIG
 from lab.lab import project_tool

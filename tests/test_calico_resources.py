@@ -13,7 +13,8 @@ import yaml
 
 from announcer.calico import calico_resources, parse_ranges
 from announcer.cli import EXIT_CONFIG, EXIT_OK, main
-from announcer.config import ConfigError, parse_config
+from announcer.config import ConfigError
+from announcer.config_load import parse_config
 from lab.calico import CALICO_CONFIG, CALICO_RESOURCES
 from lab.lab import EXAMPLE_CONFIG, project_tool
 

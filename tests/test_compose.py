@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from announcer.config import load_config
+from announcer.config_load import load_config
 from lab import lab as lab_plan
 from lab.lab import load_objects
 from tests.compose_support import (

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from announcer.config import ConfigError, config_reference, load_config, parse_config
+from announcer.config import ConfigError
+from announcer.config_doc import reference_table
+from announcer.config_load import load_config, parse_config, read_password
 from announcer.exabgp_conf import render_exabgp_conf
 from tests.conftest import BASE_CONFIG, make_config
 
@@ -52,7 +54,7 @@ def test_a_password_from_the_environment_reaches_exabgp_conf_only(monkeypatch: p
     )
     peer = config.bgp.peers[0]
     assert peer.password is not None
-    text = render_exabgp_conf(config, "/x.yaml", {"192.0.2.1": peer.password.read()})
+    text = render_exabgp_conf(config, "/x.yaml", {"192.0.2.1": read_password(peer.password)})
     assert 'md5-password "s3cret-pass";' in text
     assert "s3cret-pass" not in repr(config)
 
@@ -142,5 +144,91 @@ def test_the_readme_configuration_reference_documents_every_key() -> None:
     """The README's table is the models' own documentation; regenerate it when a setting changes."""
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- config-reference:start -->\n")[1].split("\n<!-- config-reference:end -->")[0]
-    expected = "\n".join(["| key | type | default | meaning |", "|---|---|---|---|", *config_reference()])
-    assert table == expected
+    assert table == reference_table()
+
+
+NO_ROUTER_ID = {key: value for key, value in BASE_CONFIG["bgp"].items() if key != "router_id"}
+EXABGP_REFUSES = {
+    "a passive peer without local_address": (
+        {"bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "192.0.2.1", "peer_as": 1, "passive": True}]}},
+        "bgp.peers.0.local_address: required when passive is true",
+    ),
+    "a peer address with a zone index": (
+        {"bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "fe80::1%eth0", "peer_as": 1}]}},
+        "bgp.peers.0.address: Value error, 'fe80::1%eth0' has a zone index",
+    ),
+    "a local address with a zone index": (
+        {"bgp": {**BASE_CONFIG["bgp"], "peers": [
+            {"address": "2001:db8::1", "peer_as": 1, "local_address": "fe80::2%eth0"}]}},
+        "bgp.peers.0.local_address",
+    ),
+    "no router_id with local_address auto": (
+        {"bgp": NO_ROUTER_ID},
+        "bgp.router_id: required by ExaBGP",
+    ),
+    "no router_id with an IPv6 peer and its local address set": (
+        {"bgp": {**NO_ROUTER_ID, "peers": [
+            {"address": "2001:db8::1", "peer_as": 1, "local_address": "2001:db8::2"}]}},
+        "bgp.router_id: required by ExaBGP",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["check-config", "exabgp-conf"])
+@pytest.mark.parametrize(("change", "key"), EXABGP_REFUSES.values(), ids=EXABGP_REFUSES.keys())
+def test_check_config_refuses_what_exabgp_refuses_exiting_2_naming_the_key(
+    tmp_path: Path, command: str, change: dict[str, object], key: str
+) -> None:
+    """One validator serves every command: check-config refuses exactly what exabgp-conf would."""
+    path = tmp_path / "announcer.yaml"
+    path.write_text(yaml.safe_dump({**BASE_CONFIG, **change}))
+    result = subprocess.run(
+        [sys.executable, "-m", "announcer", command, "--config", str(path)],
+        capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert key in result.stderr
+    assert result.stdout == ""
+
+
+def test_an_ipv4_only_configuration_with_explicit_local_addresses_needs_no_router_id() -> None:
+    """ExaBGP takes the router-id from an IPv4 local address: the rule does not over-reach."""
+    config = parse_config(
+        {**BASE_CONFIG, "bgp": {**NO_ROUTER_ID, "peers": [
+            {"address": "192.0.2.1", "peer_as": 1, "local_address": "192.0.2.11", "passive": True}]}},
+        "c", environ={},
+    )  # fmt: skip
+    assert config.bgp.router_id is None
+    assert config.bgp.peers[0].passive
+
+
+def test_metrics_listen_is_parsed_once_into_an_address() -> None:
+    config = make_config(metrics={"listen": "[::1]:9479"})
+    assert config.metrics.address == ("::1", 9479)
+    assert make_config().metrics.address is None
+
+
+EXABGP = Path(sys.executable).parent / "exabgp"
+
+
+def exabgp_validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """The real ExaBGP's own configuration check (no session is opened)."""
+    path = tmp_path / "exabgp.conf"
+    path.write_text(text)
+    return subprocess.run([str(EXABGP), "validate", str(path)], capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_the_real_exabgp_refuses_what_the_new_peer_rules_refuse_and_takes_what_they_let_through(tmp_path: Path) -> None:
+    """The schema's passive and zone-index rules are ExaBGP 5.0's own: the refused forms fail its validation and the
+    accepted rendering passes it."""
+    passive = make_config(bgp={"peers": [
+        {"address": "2001:db8::1", "peer_as": 64512, "passive": True, "local_address": "2001:db8::11"}]})  # fmt: skip
+    assert exabgp_validate(tmp_path, render_exabgp_conf(passive, "/x.yaml")).returncode == 0
+    auto = render_exabgp_conf(passive, "/x.yaml").replace("local-address 2001:db8::11;", "local-address auto;")
+    refused = exabgp_validate(tmp_path, auto)
+    assert refused.returncode != 0
+    assert "incomplete neighbor, missing local-address" in refused.stderr
+    zoned = render_exabgp_conf(passive, "/x.yaml").replace("neighbor 2001:db8::1 {", "neighbor fe80::1%eth0 {")
+    refused = exabgp_validate(tmp_path, zoned)
+    assert refused.returncode != 0
+    assert '"fe80::1%eth0" is an invalid IP address' in refused.stderr

@@ -18,7 +18,8 @@ import kubernetes
 import pytest
 import yaml
 
-from announcer.config import Config, parse_config, parse_listen
+from announcer.config import Config, parse_listen
+from announcer.config_load import parse_config
 from announcer.exabgp_conf import render_exabgp_conf
 from lab.lab import project_tool
 
@@ -182,7 +183,7 @@ def test_the_configmaps_configuration_validates_and_renders_an_exabgp_conf() -> 
     assert str(config.bgp.router_id) == "192.0.2.11"
     text = render_exabgp_conf(config, dockerfile_env("ANNOUNCER_CONFIG"))
     assert "processes [ announcer ];" in text
-    bare = parse_config(configmap_document(), "deploy/configmap.yaml", environ={})
+    bare = parse_config(configmap_document(), "deploy/configmap.yaml", environ={"ROUTER_ID": "192.0.2.11"})
     assert bare.node_name is None, "the node name comes from the DaemonSet, not the shared file"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from announcer.config import Config
 from announcer.convert import service_view, slice_view
-from announcer.desired import DesiredTable, Policy, decide
+from announcer.desired import DesiredTable, decide
 from announcer.model import Attributes, SliceView
 from tests.conftest import make_config
 from tests.factories import endpoint, endpoint_slice, service
@@ -31,7 +31,7 @@ def evaluate(case: Case, node: str = "node-a") -> tuple[set[str], set[tuple[str,
     view, _ = service_view(case.service, PREFIX)
     slices = [slice_view(obj)[0] for obj in case.slices]
     families = frozenset(s.family for s in slices if isinstance(s, SliceView) and s.family and node in s.serving_nodes)
-    decision = decide(view, families, Policy.from_config(config))
+    decision = decide(view, families, config.policy())
     return (
         {str(wanted.prefix) for wanted in decision.wanted},
         {(str(item.address) if item.address else "-", item.reason_text) for item in decision.not_wanted},
@@ -214,7 +214,7 @@ def test_attributes_come_from_the_kind_over_the_defaults_then_from_annotations()
         },
     )
     view, problems = service_view(obj, PREFIX)
-    decision = decide(view, frozenset(), Policy.from_config(config))
+    decision = decide(view, frozenset(), config.policy())
     by_prefix = {str(wanted.prefix): wanted.attributes for wanted in decision.wanted}
     assert by_prefix["198.51.100.10/32"] == Attributes(((64513, 1),), ((64513, 1, 1), (64513, 1, 2)), None, 77)
     assert by_prefix["198.51.100.130/32"] == Attributes(((64513, 2),), ((64513, 1, 1), (64513, 1, 2)), 300, 77)
@@ -222,7 +222,7 @@ def test_attributes_come_from_the_kind_over_the_defaults_then_from_annotations()
 
 
 def table_with(config: Config, *objects: dict[str, Any], node: str = "node-a") -> DesiredTable:
-    table = DesiredTable(node, Policy.from_config(config))
+    table = DesiredTable(node, config.policy())
     for obj in objects:
         if obj["kind"] == "Service":
             table.upsert_service(service_view(obj, PREFIX)[0])
@@ -287,7 +287,7 @@ def test_an_unchanged_relist_marks_nothing_dirty() -> None:
 def test_service_cidr_aggregates_are_wanted_from_every_node_per_family_with_peers() -> None:
     """Calico's serviceClusterIPs: the aggregates are announced whatever the Services."""
     config = make_config(announce={"service_cidrs": ["198.51.100.0/26", "2001:db8:96::/112"]})
-    table = DesiredTable("node-z", Policy.from_config(config))
+    table = DesiredTable("node-z", config.policy())
     assert {str(p) for p in table.all_prefixes()} == {"198.51.100.0/26", "2001:db8:96::/112"}
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from announcer.convert import ObjectError, service_view, slice_view
-from announcer.desired import DesiredTable, Policy
+from announcer.desired import DesiredTable
 from announcer.model import Family
 from announcer.reconcile import plan_changes, render_commands
 from tests.conftest import make_config
@@ -105,7 +105,7 @@ def check_lines(lines: list[str]) -> None:
 @given(st.lists(hostile_services(), min_size=1, max_size=2))
 def test_hostile_services_yield_only_well_formed_commands(objects: list[dict[str, Any]]) -> None:
     """Whatever the Service says, each line has our grammar, one neighbour family, host prefixes only."""
-    table = DesiredTable("node-a", Policy.from_config(CONFIG))
+    table = DesiredTable("node-a", CONFIG.policy())
     for obj in objects:
         try:
             view, problems = service_view(obj, PREFIX)

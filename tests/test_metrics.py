@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from announcer.config import ConfigError, parse_listen
-from announcer.desired import DesiredTable, Policy
+from announcer.desired import DesiredTable
 from announcer.exabgp import ExaBgpPipe
 from announcer.kube import Changed, Resource
 from announcer.metrics import DaemonMetrics
@@ -275,7 +275,7 @@ class FakeState:
 
     def __init__(self) -> None:
         config = make_config()
-        self.table = DesiredTable(config.node, Policy.from_config(config))
+        self.table = DesiredTable(config.node, config.policy())
         self.announced: dict[Prefix, Attributes] = {}
         self.synced = False
         self.synced_at: float | None = None
@@ -303,7 +303,7 @@ def pipe_to_exabgp(
 def served() -> Iterator[tuple[DaemonMetrics, FakeState, ExaBgpPipe, int]]:
     state = FakeState()
     with pipe_to_exabgp(start=True, max_in_flight=1, ack_timeout=0.1) as (pipe, answers):
-        metrics = DaemonMetrics(state, pipe, f"127.0.0.1:{free_port()}", healthy_within=1.0)
+        metrics = DaemonMetrics(state, pipe, ("127.0.0.1", free_port()), healthy_within=1.0)
         metrics.serve([])
         yield metrics, state, pipe, answers
         metrics.close()
@@ -371,7 +371,7 @@ def test_latency_runs_from_the_events_arrival_to_the_commands_written_and_skips_
     """Events are stamped as the watcher hands them over; only a pass that wrote commands observes them."""
     now = [100.0]
     with pipe_to_exabgp() as (pipe, _answers):
-        metrics = DaemonMetrics(FakeState(), pipe, "127.0.0.1:9479", clock=lambda: now[0])
+        metrics = DaemonMetrics(FakeState(), pipe, ("127.0.0.1", 9479), clock=lambda: now[0])
     sample = metrics.registry.get_sample_value
     queued: list[object] = []
     sink = metrics.stamping(queued.append)
@@ -399,7 +399,7 @@ def test_a_route_no_longer_wanted_but_still_announced_counts_as_stale() -> None:
     now = [100.0]
     state = FakeState()
     with pipe_to_exabgp() as (pipe, _answers):
-        metrics = DaemonMetrics(state, pipe, "127.0.0.1:9479", clock=lambda: now[0])
+        metrics = DaemonMetrics(state, pipe, ("127.0.0.1", 9479), clock=lambda: now[0])
     sample = metrics.registry.get_sample_value
     state.announced[ipaddress.ip_network("198.51.100.99/32")] = Attributes()
     state.synced = True
@@ -455,6 +455,6 @@ def test_a_port_already_taken_is_a_configuration_error_naming_the_key() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        metrics = DaemonMetrics(FakeState(), pipe, f"127.0.0.1:{port}")
+        metrics = DaemonMetrics(FakeState(), pipe, ("127.0.0.1", port))
         with pytest.raises(ConfigError, match=rf"^metrics\.listen: cannot listen on 127\.0\.0\.1:{port}: "):
             metrics.serve([])

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from lab.fakeapi import FakeApiServer
+from lab.lab import kubeconfig_text
 from tests.conftest import BASE_CONFIG
 from tests.factories import endpoint, endpoint_slice, service
 
@@ -75,3 +77,22 @@ def test_the_table_view_has_a_header_and_one_line_per_row(tmp_path: Path) -> Non
     ]
     assert len(lines) == 2 + 7
     assert lines[2].split()[:5] == ["IPv4", "198.51.100.10/32", "clusterIP", "default/web", "yes"]
+
+
+def test_render_from_the_cluster_lists_page_by_page_like_the_daemon(tmp_path: Path) -> None:
+    """Without --from-file, render reads both resources with the daemon's paginated, time-bounded listing."""
+    with FakeApiServer().start() as api:
+        for index in range(5):
+            api.apply(service(f"s{index}", [f"198.51.100.{index + 1}"]))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(kubeconfig_text(api.url))
+        config = tmp_path / "announcer.yaml"
+        config.write_text(yaml.safe_dump({**BASE_CONFIG, "watch": {"kubeconfig": str(kubeconfig), "page_size": 2}}))
+        result = subprocess.run(
+            [sys.executable, "-m", "announcer", "render", "--config", str(config), "--output", "json"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        requests = api.stats()["list_requests"]
+    rows = json.loads(result.stdout)["rows"]
+    assert sorted(row["address"] for row in rows if row["announced"]) == [f"198.51.100.{i}/32" for i in range(1, 6)]
+    assert requests == {"services": 3, "endpointslices": 1}

@@ -1,0 +1,65 @@
+"""Loading the configuration: the YAML file, NODE_NAME/ROUTER_ID from the environment, and the secrets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from announcer.config import ENV_NODE_NAME, ENV_ROUTER_ID, Config, ConfigError, PasswordSource, validate_config
+
+
+def parse_config(data: object, source: str = "config", environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a decoded YAML document, applying NODE_NAME and ROUTER_ID from the environment."""
+    environment = os.environ if environ is None else environ
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): must be a mapping")
+    document = dict(data)
+    if environment.get(ENV_NODE_NAME):
+        document["node_name"] = environment[ENV_NODE_NAME]
+    if environment.get(ENV_ROUTER_ID) and isinstance(document.get("bgp"), dict):
+        document["bgp"] = {**document["bgp"], "router_id": environment[ENV_ROUTER_ID]}
+    return validate_config(document, source)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the YAML file at path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, str(path), environ)
+
+
+def read_password(source: PasswordSource, environ: Mapping[str, str] | None = None) -> str:
+    """A peer's password, read now from its source (environment variable or file)."""
+    environment = os.environ if environ is None else environ
+    if source.env is not None:
+        value = environment.get(source.env)
+        if value is None:
+            raise ConfigError(f"bgp.peers[].password.env: environment variable {source.env} is not set")
+    elif source.file is not None:
+        try:
+            value = source.file.read_text(encoding="utf-8").rstrip("\n")
+        except OSError as error:
+            raise ConfigError(f"bgp.peers[].password.file: cannot read {source.file}: {error}") from error
+    else:
+        raise ConfigError("bgp.peers[].password: give exactly one of 'env' or 'file'")
+    if not value or not value.isascii() or not value.isprintable() or '"' in value or len(value) > 80:
+        raise ConfigError("bgp.peers[].password: must be 1 to 80 printable ASCII characters without '\"'")
+    return value
+
+
+def read_passwords(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every peer's password by peer address, read now."""
+    return {
+        str(peer.address): read_password(peer.password, environ)
+        for peer in config.bgp.peers
+        if peer.password is not None
+    }

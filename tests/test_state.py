@@ -1,0 +1,286 @@
+"""The route state machine in process, through its Speaker seam, with a recording fake of ExaBGP's pipe."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from announcer.config import Config
+from announcer.convert import Converted, ObjectKind, convert_object
+from announcer.kube import Changed, ListPage, Relisted, Resource
+from announcer.model import ServiceView
+from announcer.state import AckFailed, Announcer, LoopEvent, NeighbourUp, Speaker
+from tests.conftest import make_config
+from tests.factories import endpoint, endpoint_slice, service
+
+V4 = "neighbor 192.0.2.1 , neighbor 192.0.2.5"
+V6 = "neighbor 2001:db8::1"
+QUERY = "show adj-rib out extensive"
+
+
+def held_line(peer: str, prefix: str, extra: str = "") -> str:
+    """One route of 'show adj-rib out extensive' as ExaBGP 5 prints it."""
+    family = "ipv6" if ":" in prefix else "ipv4"
+    return (
+        f"neighbor {peer} local-ip 192.0.2.11 local-as 64513 peer-as 64512 router-id 192.0.2.11 "
+        f"family-allowed in-open {family} unicast {prefix} next-hop 192.0.2.11{extra}"
+    )
+
+
+class RecordingSpeaker:
+    """Records every line; acks are given by the test, in any order, as ExaBGP would."""
+
+    def __init__(self, held: list[str] | None = None) -> None:
+        self.held = held or []
+        self.lines: list[str] = []
+        self.awaiting: list[tuple[str, Callable[[bool], None] | None]] = []
+
+    def send(self, line: str, on_ack: Callable[[bool], None] | None = None) -> None:
+        self.lines.append(line)
+        self.awaiting.append((line, on_ack))
+
+    def query(self, line: str, timeout: float) -> list[str]:
+        self.lines.append(line)
+        return list(self.held)
+
+    def answer(self, accepted: bool, where: Callable[[str], bool] = lambda line: True) -> int:
+        """Answer every awaiting command the predicate picks; how many were answered."""
+        chosen = [(line, ack) for line, ack in self.awaiting if where(line)]
+        self.awaiting = [(line, ack) for line, ack in self.awaiting if not where(line)]
+        for _, ack in chosen:
+            if ack is not None:
+                ack(accepted)
+        return len(chosen)
+
+    def take(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class Harness:
+    """An Announcer on a recording speaker, a clock the test moves, and the loop's hand-back of events."""
+
+    def __init__(self, config: Config | None = None, held: list[str] | None = None) -> None:
+        self.speaker = RecordingSpeaker(held)
+        self.posted: list[LoopEvent] = []
+        self.now = 1000.0
+        self.announcer = Announcer(config or make_config(), self.speaker, self.posted.append, clock=lambda: self.now)
+
+    def feed(self, *events: LoopEvent) -> None:
+        """Hand events to the Announcer as the loop would, then the ones it posted itself, then sync."""
+        for event in events:
+            self.announcer.handle(event)
+        self.loop()
+
+    def loop(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        while self.posted:
+            self.announcer.handle(self.posted.pop(0))
+        self.announcer.sync(stopping)
+
+    def list_everything(self, *services: dict[str, Any]) -> None:
+        objects = [svc(obj) for obj in services]
+        self.feed(
+            ListPage(Resource.SERVICES, objects),
+            Relisted(Resource.SERVICES, objects),
+            Relisted(Resource.ENDPOINTSLICES, []),
+        )
+
+
+def svc(obj: dict[str, Any]) -> Converted:
+    return convert_object(ObjectKind.SERVICE, obj, "bgp.announcer.io/")
+
+
+WEB = service("web", ["198.51.100.10", "2001:db8:96::a"])
+WEB_V4 = f"{V4} announce route 198.51.100.10/32 next-hop self"
+WEB_V6 = f"{V6} announce route 2001:db8:96::a/128 next-hop self"
+
+
+def test_the_recording_fake_is_a_speaker() -> None:
+    speaker: Speaker = RecordingSpeaker()
+    assert speaker.query(QUERY, 1.0) == []
+
+
+def test_start_up_asks_exabgp_once_what_it_holds_and_leaves_routes_held_alike_untouched() -> None:
+    held = [held_line(peer, "198.51.100.10/32") for peer in ("192.0.2.1", "192.0.2.5")]
+    harness = Harness(held=held)
+    harness.list_everything(WEB)
+    assert harness.speaker.take() == [QUERY, WEB_V6]
+    harness.list_everything(WEB)
+    assert harness.speaker.take() == []
+
+
+def test_announcements_go_out_with_the_first_page_and_withdrawals_wait_for_both_lists() -> None:
+    stale = [held_line(peer, "198.51.100.99/32") for peer in ("192.0.2.1", "192.0.2.5")]
+    harness = Harness(held=stale)
+    harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
+    assert harness.speaker.take() == [QUERY, WEB_V4, WEB_V6]
+    harness.feed(Relisted(Resource.SERVICES, [svc(WEB)]))
+    assert harness.speaker.take() == [], "EndpointSlices are not listed yet: no withdrawal"
+    harness.feed(Relisted(Resource.ENDPOINTSLICES, []))
+    assert harness.speaker.take() == [f"{V4} withdraw route 198.51.100.99/32 next-hop self"]
+    assert harness.announcer.synced
+
+
+def test_a_service_deleted_before_the_first_full_sync_is_withdrawn_only_at_it() -> None:
+    harness = Harness()
+    harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
+    harness.speaker.take()
+    harness.feed(Changed(Resource.SERVICES, "DELETED", svc(WEB)))
+    assert harness.speaker.take() == []
+    assert harness.announcer.deferred == {
+        ipaddress.ip_network("198.51.100.10/32"),
+        ipaddress.ip_network("2001:db8:96::a/128"),
+    }
+    harness.feed(Relisted(Resource.SERVICES, []), Relisted(Resource.ENDPOINTSLICES, []))
+    assert harness.speaker.take() == [
+        f"{V4} withdraw route 198.51.100.10/32 next-hop self",
+        f"{V6} withdraw route 2001:db8:96::a/128 next-hop self",
+    ]
+
+
+def test_a_refused_announce_is_sent_again_after_the_backoff_not_before() -> None:
+    harness = Harness()
+    harness.list_everything(WEB)
+    harness.speaker.take()
+    assert harness.speaker.answer(False, lambda line: line == WEB_V6) == 1
+    harness.speaker.answer(True)
+    assert [type(event) for event in harness.posted] == [AckFailed], "the ack's thread only posts an event"
+    harness.loop()
+    assert harness.speaker.take() == [], "the retry waits for its backoff"
+    harness.now += 0.4
+    harness.loop()
+    assert harness.speaker.take() == []
+    harness.now += 1.0  # the first delay is at most 1 s
+    harness.loop()
+    assert harness.speaker.take() == [WEB_V6]
+
+
+def test_a_refused_withdraw_keeps_the_prefix_held_and_withdraws_it_again() -> None:
+    harness = Harness()
+    harness.list_everything(WEB)
+    harness.speaker.answer(True)
+    harness.speaker.take()
+    harness.feed(Changed(Resource.SERVICES, "DELETED", svc(WEB)))
+    withdraw_v4 = f"{V4} withdraw route 198.51.100.10/32 next-hop self"
+    assert withdraw_v4 in harness.speaker.take()
+    harness.speaker.answer(False, lambda line: line == withdraw_v4)
+    harness.loop()
+    assert ipaddress.ip_network("198.51.100.10/32") in harness.announcer.announced
+    harness.now += 1.0
+    harness.loop()
+    assert harness.speaker.take() == [withdraw_v4]
+
+
+def test_a_session_coming_up_retries_refused_routes_at_once() -> None:
+    harness = Harness()
+    harness.list_everything(WEB)
+    harness.speaker.take()
+    harness.speaker.answer(False, lambda line: line == WEB_V6)
+    harness.loop()
+    harness.feed(NeighbourUp("2001:db8::1"))
+    assert harness.speaker.take() == [WEB_V6]
+
+
+def test_end_of_rib_follows_the_first_full_sync_s_routes_per_family_and_never_precedes_them() -> None:
+    harness = Harness(make_config(bgp={"graceful_restart": 120}))
+    harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
+    assert not [line for line in harness.speaker.lines if " eor " in line], "no EOR before the full sync"
+    harness.feed(Relisted(Resource.SERVICES, [svc(WEB)]), Relisted(Resource.ENDPOINTSLICES, []))
+    lines = harness.speaker.take()
+    assert lines[-2:] == [f"{V4} announce eor ipv4 unicast", f"{V6} announce eor ipv6 unicast"]
+    assert lines.index(WEB_V4) < lines.index(f"{V4} announce eor ipv4 unicast")
+    harness.loop()
+    assert harness.speaker.take() == [], "End-of-RIB is sent once"
+
+
+def test_a_session_coming_up_after_the_sync_gets_its_own_end_of_rib_only() -> None:
+    harness = Harness(make_config(bgp={"graceful_restart": 120}))
+    harness.list_everything(WEB)
+    harness.speaker.take()
+    harness.feed(NeighbourUp("192.0.2.5"))
+    assert harness.speaker.take() == ["neighbor 192.0.2.5 announce eor ipv4 unicast"]
+
+
+def test_no_end_of_rib_without_graceful_restart() -> None:
+    harness = Harness()
+    harness.list_everything(WEB)
+    harness.feed(NeighbourUp("192.0.2.5"))
+    assert not [line for line in harness.speaker.lines if " eor " in line]
+
+
+def test_withdraw_all_withdraws_every_route_held_including_those_found_at_start() -> None:
+    """The SIGTERM path: what ExaBGP held before we started goes too, not only what we announced."""
+    stale = [held_line(peer, "198.51.100.99/32") for peer in ("192.0.2.1", "192.0.2.5")]
+    harness = Harness(held=stale)
+    harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
+    harness.speaker.take()
+    harness.announcer.withdraw_all()
+    assert harness.speaker.take() == [
+        f"{V4} withdraw attributes next-hop self nlri 198.51.100.10/32 198.51.100.99/32",
+        f"{V6} withdraw route 2001:db8:96::a/128 next-hop self",
+    ]
+    assert harness.announcer.announced == {}
+
+
+def test_a_stop_during_a_sync_writes_no_further_announcement() -> None:
+    harness = Harness()
+    harness.feed(ListPage(Resource.SERVICES, []))
+    harness.speaker.take()
+    harness.announcer.handle(ListPage(Resource.SERVICES, [svc(WEB)]))
+    harness.loop(stopping=lambda: True)
+    assert harness.speaker.take() == []
+
+
+def test_an_object_whose_problems_do_not_change_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    bad = service("web", ["198.51.100.10", "2001:db8:96::a"])
+    bad["spec"]["clusterIPs"][1] = "not-an-address"
+    harness = Harness()
+    with caplog.at_level(logging.WARNING, logger="announcer.state"):
+        harness.list_everything(bad)
+        harness.feed(Changed(Resource.SERVICES, "MODIFIED", svc(bad)))
+        harness.list_everything(bad)
+    assert [record.getMessage() for record in caplog.records] == [
+        "Service default/web: spec.clusterIPs[1]: 'not-an-address' is not an IP address"
+    ]
+
+
+def test_an_object_that_fails_to_apply_is_named_once_and_skipped_and_the_others_apply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = Converted(ObjectKind.SERVICE, ("default", "broken"), ServiceView("default", "broken", cluster_ips=("x",)))  # type: ignore[arg-type]
+    harness = Harness()
+    with caplog.at_level(logging.ERROR, logger="announcer.state"):
+        harness.feed(ListPage(Resource.SERVICES, [broken, svc(WEB)]))
+    assert harness.speaker.take() == [QUERY, WEB_V4, WEB_V6]
+    assert [record.getMessage() for record in caplog.records] == [
+        "Service default/broken skipped: applying it failed (AttributeError: 'str' object has no attribute 'version')"
+    ]
+
+
+def test_an_unreadable_update_of_an_endpoint_slice_keeps_what_it_contributed() -> None:
+    """A slice whose new version defeated conversion is skipped: its Local Service stays announced."""
+    local = service("web", ["198.51.100.10"], service_type="NodePort", external_traffic_policy="Local")
+    here = convert_object(
+        ObjectKind.ENDPOINT_SLICE, endpoint_slice("web", "IPv4", [endpoint("node-a", "192.0.2.50")]), "x/"
+    )
+    harness = Harness()
+    harness.feed(
+        ListPage(Resource.SERVICES, [svc(local)]),
+        Relisted(Resource.SERVICES, [svc(local)]),
+        ListPage(Resource.ENDPOINTSLICES, [here]),
+        Relisted(Resource.ENDPOINTSLICES, [here]),
+    )
+    assert harness.speaker.take() == [QUERY, WEB_V4]
+    assert here.key is not None
+    unreadable = Converted(ObjectKind.ENDPOINT_SLICE, here.key, None, (), unreadable=True)
+    harness.feed(Changed(Resource.ENDPOINTSLICES, "MODIFIED", unreadable))
+    assert harness.speaker.take() == []
+    no_service = convert_object(ObjectKind.ENDPOINT_SLICE, {**endpoint_slice("web", "IPv4", []), "metadata": {
+        "namespace": "default", "name": here.key[1]}}, "x/")  # fmt: skip
+    assert no_service.view is None and not no_service.unreadable
+    harness.feed(Changed(Resource.ENDPOINTSLICES, "MODIFIED", no_service))
+    assert harness.speaker.take() == [f"{V4} withdraw route 198.51.100.10/32 next-hop self"]
