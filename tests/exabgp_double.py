@@ -49,6 +49,8 @@ class ExaBgpDouble:
         held: list[str] | None = None,
         ack_delay: float = 0.0,
         refuse: Callable[[str], bool] | None = None,
+        stale: list[str] | None = None,
+        unanswered: Callable[[str], bool] | None = None,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "announcer.yaml"
@@ -57,6 +59,11 @@ class ExaBgpDouble:
         self.held = held or []
         self.ack_delay = ack_delay
         self.refuse = refuse  # lines answered 'error', as ExaBGP does for what it cannot take yet
+        # Answers of commands a previous announcer process left queued in ExaBGP: ExaBGP writes them to the new
+        # process before its first answer, and again just after an answer given at once ('version'), unless
+        # 'reset' dropped them (ExaBGP respawns the process without clearing its queue).
+        self.stale = list(stale or [])
+        self.unanswered = unanswered  # lines applied but never answered (an answer lost, or ExaBGP stuck)
         self.lines: list[str] = []
         self.rib: dict[str, dict[str, str]] = {}  # neighbour -> prefix -> attribute words
         self.errors: list[str] = []
@@ -90,16 +97,30 @@ class ExaBgpDouble:
 
     def _serve(self) -> None:
         assert self.process is not None and self.process.stdout is not None
+        with self._lock:
+            for stale in self.stale[: len(self.stale) // 2]:
+                self._answer(stale)
+            self.stale = self.stale[len(self.stale) // 2 :]
         for raw in self.process.stdout:
             line = raw.decode("ascii").rstrip("\n")
             if self.ack_delay:
                 time.sleep(self.ack_delay)
             with self._lock:
                 self.lines.append(line)
-                if line == "show adj-rib out extensive":
+                if line not in ("reset", "version"):  # answered in order: after what was queued before them
+                    self._answer_stale()
+                if line == "reset":
+                    self.stale = []  # drops the queued commands, answers nothing
+                elif line == "version":  # answered at once, ahead of the queued commands
+                    self._answer("exabgp 5.0.15")
+                    self._answer("done")
+                    self._answer_stale()
+                elif line == "show adj-rib out extensive":
                     for held in self.held:
                         self._answer(held)
                     self._answer("done")
+                elif self.unanswered is not None and self.unanswered(line):
+                    self._apply(line)
                 elif self.refuse is not None and self.refuse(line):
                     self.errors.append(line)
                     self._answer("error")
@@ -109,6 +130,12 @@ class ExaBgpDouble:
                     self.errors.append(line)
                     self._answer("error")
                 self._lock.notify_all()
+
+    def _answer_stale(self) -> None:
+        """The answers of a previous process's queued commands, ahead of this command's (lock held)."""
+        for stale in self.stale:
+            self._answer(stale)
+        self.stale = []
 
     def _apply(self, line: str) -> bool:
         match = _SELECTOR.match(line)
