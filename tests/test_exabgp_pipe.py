@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -19,8 +20,9 @@ from typing import Any
 import pytest
 
 from announcer.exabgp import answered_in_order
+from announcer.reconcile import parse_adj_rib_out
 from lab.fakeapi import FakeApiServer
-from lab.lab import project_tool
+from lab.lab import kubeconfig_text, project_tool
 from tests.exabgp_double import CONFIG, V4_PEERS, ExaBgpDouble
 from tests.factories import service
 
@@ -54,8 +56,8 @@ def finish(result):
     time.sleep(3600)  # ExaBGP would respawn a process that exits
 
 
-def routes(number, base=0):
-    return " ".join(f"198.51.{100 + (base + i) // 256}.{(base + i) % 256}/32" for i in range(number))
+def routes(number, base=0):  # host routes of 198.51.100.0/24 then 203.0.113.0/24 (512, then again)
+    return " ".join(f"{('198.51.100', '203.0.113')[(i // 256) % 2]}.{i % 256}/32" for i in range(base, base + number))
 """
 
 
@@ -228,8 +230,124 @@ def test_real_exabgp_a_respawned_process_reads_only_its_own_answers_once_synchro
     assert re.fullmatch(r"exabgp 5\.0\.\d+", result["version"])
     assert result["stale"] > 0, "the dead process's answers reached the new one"
     assert result["first"] == result["second"]
-    assert all(" ipv4 unicast 198.51." in line for line in result["first"])
+    assert result["first"], "the dead process's announcements that ExaBGP applied"
+    assert all(re.search(r" ipv4 unicast (198\.51\.100|203\.0\.113)\.\d+/32 ", line) for line in result["first"])
     assert result["acks"] == {"done": 2, "error": 0, "timeout": 0}
+
+
+# --- the announcer process respawned by the real ExaBGP -----------------------------------------------------------
+# ExaBGP's API process: the first incarnation floods announcements and dies, the second is the announcer, the
+# third (after the test kills the announcer) reads ExaBGP's adj-rib-out without the announcer's code.
+RESPAWNED = """
+import os, sys, time
+
+RESULT = os.environ["PROBE_RESULT"]
+COUNTER = RESULT + ".incarnation"
+INCARNATION = int(open(COUNTER).read()) if os.path.exists(COUNTER) else 0
+open(COUNTER, "w").write(str(INCARNATION + 1))
+if INCARNATION == 0:
+    for index in range(10000):
+        sys.stdout.write(
+            f"neighbor 127.0.0.2 , neighbor 127.0.0.3 announce route 203.0.113.{index % 256}/32 next-hop self\\n"
+        )
+    sys.stdout.flush()
+    os._exit(0)
+if INCARNATION == 1:
+    open(RESULT + ".announcer", "w").write(str(os.getpid()))
+    os.execv(sys.executable, [sys.executable, "-m", "announcer", *sys.argv[1:]])
+sys.stdout.write("reset\\nversion\\n")
+sys.stdout.flush()
+while not sys.stdin.readline().startswith("exabgp "):
+    pass
+assert sys.stdin.readline().strip() == "done"
+sys.stdout.write("show adj-rib out extensive\\n")
+sys.stdout.flush()
+held = []
+while (line := sys.stdin.readline().strip()) != "done":
+    held.append(line)
+with open(RESULT + ".tmp", "w") as file:
+    file.write("\\n".join(held))
+os.rename(RESULT + ".tmp", RESULT)
+time.sleep(3600)
+"""
+
+
+def wait_for_file(path: Path, exabgp: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if exabgp.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no {path.name}; ExaBGP's log:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def test_real_exabgp_a_respawned_announcer_withdraws_what_exabgp_holds_despite_the_dead_ones_answers(
+    tmp_path: Path, api: FakeApiServer
+) -> None:
+    """A dead API process left thousands of announcements queued in ExaBGP, whose answers ExaBGP writes to the
+    announcer it respawns: the announcer still reads what ExaBGP holds, withdraws all of it but its Service's
+    route, and ExaBGP's adj-rib-out (read after the announcer is killed) holds exactly that route per peer."""
+    api.apply(service("web", ["198.51.100.10"]))
+    wrapper = tmp_path / "api-process"
+    wrapper.write_text(f"#!{sys.executable}\n{RESPAWNED}")
+    wrapper.chmod(0o755)
+    port = free_port()
+    config = {
+        "node_name": "node-a",
+        "bgp": {
+            "local_as": 64513,
+            "router_id": "127.0.0.1",
+            "peers": [
+                {"address": peer, "peer_as": 64512, "local_address": "127.0.0.1", "passive": True, "port": port}
+                for peer in ESTABLISHED_NEVER
+            ],
+        },
+        "watch": {"watch_timeout": 5, "request_timeout": 3, "backoff_initial": 0.05, "backoff_max": 0.4},
+        "speaker": {"batch_delay": 0.005, "announcer_command": str(wrapper)},
+    }
+    config_path = tmp_path / "announcer.yaml"
+    config_path.write_text(json.dumps(config))
+    (tmp_path / "kubeconfig").write_text(kubeconfig_text(api.url))
+
+    def announcer(*arguments: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "announcer", *arguments, "--config", str(config_path)],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+
+    conf = tmp_path / "exabgp.conf"
+    conf.write_text(announcer("exabgp-conf"))
+    environment = {key: value for key, value in os.environ.items() if key != "NODE_NAME"}
+    for line in announcer("exabgp-env").splitlines():
+        key, _, value = line.partition("=")
+        environment[key] = value.strip("'")
+    environment.update(
+        PROBE_RESULT=str(tmp_path / "held"), KUBECONFIG=str(tmp_path / "kubeconfig"),
+        exabgp_daemon_user=getpass.getuser(), exabgp_daemon_drop="false",
+    )  # fmt: skip
+    log_path = tmp_path / "exabgp.log"
+    with log_path.open("wb") as log, subprocess.Popen(
+        [str(project_tool("exabgp")), str(conf)], env=environment, stdout=log, stderr=subprocess.STDOUT
+    ) as exabgp:  # fmt: skip
+        try:
+            pid = int(wait_for_file(tmp_path / "held.announcer", exabgp, log_path))
+            deadline = time.monotonic() + 60
+            while "first sync: ExaBGP holds" not in log_path.read_text():
+                assert time.monotonic() < deadline and exabgp.poll() is None, log_path.read_text()[-4000:]
+                time.sleep(0.1)
+            time.sleep(2.0)  # the first sync's commands applied (ExaBGP takes milliseconds)
+            os.kill(pid, signal.SIGKILL)
+            held = wait_for_file(tmp_path / "held", exabgp, log_path).splitlines()
+        finally:
+            exabgp.kill()
+            exabgp.wait(timeout=10)
+    held_per_prefix = {str(prefix): sorted(peers) for prefix, peers in parse_adj_rib_out(held).items()}
+    assert held_per_prefix == {"198.51.100.10/32": sorted(ESTABLISHED_NEVER)}, held
+    first_sync = re.search(
+        r"first sync: ExaBGP holds (\d+) prefixes; 1 to announce, (\d+) to withdraw", log_path.read_text()
+    )
+    assert first_sync is not None, log_path.read_text()[-4000:]
+    assert first_sync[1] == first_sync[2] != "0", "what the flood left in ExaBGP is read and withdrawn"
 
 
 # --- the announcer process with the ExaBGP double ---------------------------------------------------------------
