@@ -2,8 +2,8 @@
 
 # Which answers can overtake (ExaBGP 5.0.x, exabgp/reactor/loop.py `Reactor.run`): each command line read from a
 # process is dispatched at once (`API.response`, reactor/api/__init__.py). Most handlers only queue a generator
-# (`reactor.asynchronous.schedule`, reactor/asynchronous.py `ASYNC`), and those run strictly one after the other
-# in arrival order, so their `done`/`error` come back in command order: `announce|withdraw route|attributes`
+# (`reactor.asynchronous.schedule`), and `ASYNC._run_async` (reactor/asynchronous.py) runs each to its end before
+# the next, in arrival order, so their `done`/`error` come back in command order: `announce|withdraw route|attributes`
 # (reactor/api/command/announce.py: even "no neighbor matching" is answered inside the generator) and
 # `show adj-rib in|out` (command/rib.py `show_adj_rib`). Everything else may be answered at dispatch, ahead of
 # every queued command: an unknown line or an empty one (`API.response`), `version`/`reset`/`#`/`*-ack`
@@ -19,6 +19,7 @@
 # `ASYNC.clear(service)` drops this process's queued commands, answers nothing) then `version` (answers
 # `exabgp 5.0.x` then `done` at once): every line before the `exabgp` line is stale and nothing stale can follow
 # it. Which of the commands in flight took effect is unknown then: the owner re-reads `show adj-rib out`.
+# Seen on ExaBGP 5.0.15 (tests/test_exabgp_pipe.py); `reset` and `version` are the same from 5.0.0 on.
 
 from __future__ import annotations
 
@@ -330,4 +331,6 @@ class ExaBgpPipe:
             log.info("%s", why)
         with self._lock:
             self.closed.set()
+            if self._sync is not None:
+                self._sync.finished.set()  # unanswered: the synchronisation fails now, not at its timeout
             self._lock.notify_all()

@@ -41,6 +41,7 @@ COUNTER = RESULT + ".incarnation"
 INCARNATION = int(open(COUNTER).read()) if os.path.exists(COUNTER) else 0
 open(COUNTER, "w").write(str(INCARNATION + 1))
 STDIN = io.BufferedReader(io.FileIO(0, "rb", closefd=False))
+EXABGP = os.getppid()
 
 
 def pipe(max_in_flight=8, ack_timeout=10.0):
@@ -53,7 +54,9 @@ def finish(result):
     with open(RESULT + ".tmp", "w") as file:
         json.dump(result, file)
     os.rename(RESULT + ".tmp", RESULT)
-    time.sleep(3600)  # ExaBGP would respawn a process that exits
+    while os.getppid() == EXABGP:  # ExaBGP would respawn a process that exits; the test kills ExaBGP
+        time.sleep(0.1)
+    os._exit(0)
 
 
 def routes(number, base=0):  # host routes of 198.51.100.0/24 then 203.0.113.0/24 (512, then again)
@@ -167,9 +170,8 @@ def test_real_exabgp_answers_that_come_after_the_ack_timeout_are_never_credited_
         bad = "neighbor {UNKNOWN_PEER} announce route 203.0.113.{{}}/32 next-hop self"
         results = []
         opened = pipe(max_in_flight=4, ack_timeout=1.0)
-        exabgp = os.getppid()
-        os.kill(exabgp, signal.SIGSTOP)
-        threading.Timer(2.5, os.kill, (exabgp, signal.SIGCONT)).start()
+        os.kill(EXABGP, signal.SIGSTOP)
+        threading.Timer(2.5, os.kill, (EXABGP, signal.SIGCONT)).start()
         for index, letter in enumerate("ggggbgbgbbbb"):
             kind = "good" if letter == "g" else "bad"
             line = (good if kind == "good" else bad).format(index + 1)
@@ -241,6 +243,7 @@ def test_real_exabgp_a_respawned_process_reads_only_its_own_answers_once_synchro
 RESPAWNED = """
 import os, sys, time
 
+EXABGP = os.getppid()
 RESULT = os.environ["PROBE_RESULT"]
 COUNTER = RESULT + ".incarnation"
 INCARNATION = int(open(COUNTER).read()) if os.path.exists(COUNTER) else 0
@@ -268,7 +271,8 @@ while (line := sys.stdin.readline().strip()) != "done":
 with open(RESULT + ".tmp", "w") as file:
     file.write("\\n".join(held))
 os.rename(RESULT + ".tmp", RESULT)
-time.sleep(3600)
+while os.getppid() == EXABGP:
+    time.sleep(0.1)
 """
 
 
