@@ -417,3 +417,27 @@ def test_after_an_ack_timeout_the_announcer_resynchronises_and_rereads_the_adj_r
         assert "1 commands in flight reported refused, resynchronising" in exabgp.stderr()
     finally:
         exabgp.stop()
+
+
+def test_an_end_of_rib_refused_at_once_does_not_make_the_announcer_resend_an_accepted_line(
+    tmp_path: Path, api: FakeApiServer
+) -> None:
+    """With graceful restart and no session up, ExaBGP refuses each End-of-RIB as it reads it, ahead of the
+    answers of the route lines before it: no route line is taken as refused (and sent again), no End-of-RIB as
+    accepted."""
+    for index in range(1, 30):
+        api.apply(service(f"s{index}", [f"198.51.100.{index}", f"2001:db8:96::{index:x}"]))
+    config = copy.deepcopy(CONFIG)
+    config["bgp"] = {**config["bgp"], "graceful_restart": 120}
+    config["speaker"] = {**config["speaker"], "prefixes_per_line": 10}
+    exabgp = ExaBgpDouble(tmp_path, api.url, config, in_order_delay=0.05, eor_refused_at_once=True).start()
+    try:
+        exabgp.wait_for(lambda: sum(" announce eor " in line for line in exabgp.lines) == 2, what="both End-of-RIBs")
+        exabgp.wait_quiet(2.0, timeout=20)  # a retry of a line taken as refused comes after a 1 s backoff
+        routes = [line for line in exabgp.lines if " announce attributes " in line or " announce route " in line]
+        assert len(routes) == len(set(routes)) == 6, routes
+        assert len(exabgp.prefixes(V4_PEERS[0])) == 29
+        assert "ExaBGP answered 'error' to: neighbor 192.0.2.1 , neighbor 192.0.2.5 announce eor" in exabgp.stderr()
+        assert "ExaBGP answered 'error' to: neighbor 2001:db8::1 announce eor" in exabgp.stderr()
+    finally:
+        exabgp.stop()
