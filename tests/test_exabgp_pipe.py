@@ -13,11 +13,13 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from announcer.exabgp import answered_in_order
 from announcer.reconcile import parse_adj_rib_out
@@ -285,6 +287,19 @@ def wait_for_file(path: Path, exabgp: subprocess.Popen[bytes], log_path: Path, t
     return path.read_text()
 
 
+def every_command_answered(metrics_port: int, log_path: Path) -> bool:
+    """The announcer's first sync is done and ExaBGP answered every line it wrote (and its start-up query)."""
+    if "first sync: ExaBGP holds" not in log_path.read_text():
+        return False
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        samples = [
+            sample for family in text_string_to_metric_families(response.read().decode()) for sample in family.samples
+        ]
+    answered = sum(sample.value for sample in samples if sample.name == "announcer_exabgp_acks_total")
+    written = sum(sample.value for sample in samples if sample.name == "announcer_exabgp_commands_total")
+    return written > 0 and answered == written + 1
+
+
 def test_real_exabgp_a_respawned_announcer_withdraws_what_exabgp_holds_despite_the_dead_ones_answers(
     tmp_path: Path, api: FakeApiServer
 ) -> None:
@@ -295,7 +310,7 @@ def test_real_exabgp_a_respawned_announcer_withdraws_what_exabgp_holds_despite_t
     wrapper = tmp_path / "api-process"
     wrapper.write_text(f"#!{sys.executable}\n{RESPAWNED}")
     wrapper.chmod(0o755)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     config = {
         "node_name": "node-a",
         "bgp": {
@@ -308,6 +323,7 @@ def test_real_exabgp_a_respawned_announcer_withdraws_what_exabgp_holds_despite_t
         },
         "watch": {"watch_timeout": 5, "request_timeout": 3, "backoff_initial": 0.05, "backoff_max": 0.4},
         "speaker": {"batch_delay": 0.005, "announcer_command": str(wrapper)},
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
     }
     config_path = tmp_path / "announcer.yaml"
     config_path.write_text(json.dumps(config))
@@ -336,11 +352,10 @@ def test_real_exabgp_a_respawned_announcer_withdraws_what_exabgp_holds_despite_t
         try:
             pid = int(wait_for_file(tmp_path / "held.announcer", exabgp, log_path))
             deadline = time.monotonic() + 60
-            while "first sync: ExaBGP holds" not in log_path.read_text():
+            while not every_command_answered(metrics_port, log_path):
                 assert time.monotonic() < deadline and exabgp.poll() is None, log_path.read_text()[-4000:]
                 time.sleep(0.1)
-            time.sleep(2.0)  # the first sync's commands applied (ExaBGP takes milliseconds)
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)  # nothing of it left queued in ExaBGP for the next one's `reset` to drop
             held = wait_for_file(tmp_path / "held", exabgp, log_path).splitlines()
         finally:
             exabgp.kill()
