@@ -171,9 +171,9 @@ def test_real_exabgp_answers_that_come_after_the_ack_timeout_are_never_credited_
         good = "neighbor {ESTABLISHED_NEVER[0]} announce route 203.0.113.{{}}/32 next-hop self"
         bad = "neighbor {UNKNOWN_PEER} announce route 203.0.113.{{}}/32 next-hop self"
         results = []
-        opened = pipe(max_in_flight=4, ack_timeout=1.0)
+        opened = pipe(max_in_flight=4, ack_timeout=2.0)
         os.kill(EXABGP, signal.SIGSTOP)
-        threading.Timer(2.5, os.kill, (EXABGP, signal.SIGCONT)).start()
+        threading.Timer(4.0, os.kill, (EXABGP, signal.SIGCONT)).start()
         for index, letter in enumerate("ggggbgbgbbbb"):
             kind = "good" if letter == "g" else "bad"
             line = (good if kind == "good" else bad).format(index + 1)
