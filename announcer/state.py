@@ -45,6 +45,12 @@ class Speaker(Protocol):
     def query(self, line: str, timeout: float) -> list[str]:
         """Send a 'show' command and return its answer lines; raises if no answer came in time."""
 
+    def synchronise(self, timeout: float) -> None:
+        """Discard every answer still queued for an earlier process (after a respawn), before the first query."""
+
+    def take_resync(self) -> bool:
+        """True once after answers were lost (an ack timeout): what ExaBGP holds must be read again."""
+
 
 @dataclass(frozen=True)
 class AckFailed:
@@ -223,12 +229,18 @@ class Announcer:
         """Send what changed. Until both resources are fully listed, only announce (the first pages' routes go
         out while the rest is read); then reconcile everything ExaBGP held at start, withdrawals included."""
         started = self.clock()
-        if not self.queried:
+        resynced = self.queried and self.speaker.take_resync()  # answers were lost: re-read what ExaBGP holds
+        if not self.queried or resynced:
+            if not self.queried:
+                self.speaker.synchronise(QUERY_TIMEOUT)  # answers queued for a previous announcer process
             answer = self.speaker.query("show adj-rib out extensive", QUERY_TIMEOUT)
             self.announced = announced_from_held(parse_adj_rib_out(answer), self.peers)
-            self.held_at_start = len(self.announced)
+            if not self.queried:
+                self.held_at_start = len(self.announced)
             self.queried = True
         prefixes = self.table.take_dirty() | self._due_retries()
+        if resynced:
+            prefixes |= set(self.announced) | set(self.table.all_prefixes())
         if not self.synced and not self.ready_to_sync():
             plan = plan_changes(prefixes, self.table.desired_attributes, self.announced)
             self.deferred.update(plan.withdraw)

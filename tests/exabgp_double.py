@@ -49,6 +49,10 @@ class ExaBgpDouble:
         held: list[str] | None = None,
         ack_delay: float = 0.0,
         refuse: Callable[[str], bool] | None = None,
+        stale: list[str] | None = None,
+        unanswered: Callable[[str], bool] | None = None,
+        in_order_delay: float = 0.0,
+        eor_refused_at_once: bool = False,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "announcer.yaml"
@@ -57,6 +61,16 @@ class ExaBgpDouble:
         self.held = held or []
         self.ack_delay = ack_delay
         self.refuse = refuse  # lines answered 'error', as ExaBGP does for what it cannot take yet
+        # Answers of commands a previous announcer process left queued in ExaBGP: ExaBGP writes them to the new
+        # process before its first answer, and again just after an answer given at once ('version'), unless
+        # 'reset' dropped them (ExaBGP respawns the process without clearing its queue).
+        self.stale = list(stale or [])
+        self.unanswered = unanswered  # lines applied but never answered (an answer lost, or ExaBGP stuck)
+        # ExaBGP answers route lines once it has applied them, a while after reading them (in_order_delay s),
+        # but 'announce eor' naming only peers not established at once, ahead of those (eor_refused_at_once).
+        self.in_order_delay = in_order_delay
+        self.eor_refused_at_once = eor_refused_at_once
+        self._held_back: list[str] = []
         self.lines: list[str] = []
         self.rib: dict[str, dict[str, str]] = {}  # neighbour -> prefix -> attribute words
         self.errors: list[str] = []
@@ -90,25 +104,68 @@ class ExaBgpDouble:
 
     def _serve(self) -> None:
         assert self.process is not None and self.process.stdout is not None
+        with self._lock:
+            for stale in self.stale[: len(self.stale) // 2]:
+                self._answer(stale)
+            self.stale = self.stale[len(self.stale) // 2 :]
         for raw in self.process.stdout:
             line = raw.decode("ascii").rstrip("\n")
             if self.ack_delay:
                 time.sleep(self.ack_delay)
             with self._lock:
                 self.lines.append(line)
-                if line == "show adj-rib out extensive":
-                    for held in self.held:
-                        self._answer(held)
-                    self._answer("done")
-                elif self.refuse is not None and self.refuse(line):
-                    self.errors.append(line)
-                    self._answer("error")
-                elif self._apply(line) or " announce eor " in line:
-                    self._answer("done")
-                else:
-                    self.errors.append(line)
-                    self._answer("error")
+                self._serve_line(line)
                 self._lock.notify_all()
+
+    def _serve_line(self, line: str) -> None:
+        """Answer one command as ExaBGP does (lock held)."""
+        if line == "reset":
+            self.stale, self._held_back = [], []  # drops the queued commands, answers nothing
+            return
+        if line == "version":  # answered at once, ahead of the queued commands
+            self._answer("exabgp 5.0.15")
+            self._answer("done")
+            self._answer_stale()
+            return
+        if self.eor_refused_at_once and " announce eor " in line:  # no established peer: 'error' at once
+            self.errors.append(line)
+            self._answer("error")
+            return
+        self._answer_stale()  # answered in order: after what was queued before
+        for text in self._answers_in_order(line):
+            if not self.in_order_delay:
+                self._answer(text)
+                continue
+            self._held_back.append(text)
+            if len(self._held_back) == 1:
+                threading.Timer(self.in_order_delay, self._release_held_back).start()
+
+    def _answers_in_order(self, line: str) -> list[str]:
+        if line == "show adj-rib out extensive":
+            return [*self.held, "done"]
+        if self.unanswered is not None and self.unanswered(line):
+            self._apply(line)
+            return []
+        if self.refuse is not None and self.refuse(line):
+            self.errors.append(line)
+            return ["error"]
+        if self._apply(line) or " announce eor " in line:
+            return ["done"]
+        self.errors.append(line)
+        return ["error"]
+
+    def _release_held_back(self) -> None:
+        with self._lock:
+            for text in self._held_back:
+                self._answer(text)
+            self._held_back = []
+            self._lock.notify_all()
+
+    def _answer_stale(self) -> None:
+        """The answers of a previous process's queued commands, ahead of this command's (lock held)."""
+        for stale in self.stale:
+            self._answer(stale)
+        self.stale = []
 
     def _apply(self, line: str) -> bool:
         match = _SELECTOR.match(line)

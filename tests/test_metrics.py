@@ -8,6 +8,7 @@ import io
 import ipaddress
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -341,6 +342,14 @@ def test_readyz_needs_the_first_sync_and_an_open_pipe(served: tuple[DaemonMetric
     assert value(scrape(port), "announcer_exabgp_pipe_open") == 0
 
 
+def answer_the_resynchronisation(pipe: ExaBgpPipe, answers: int) -> None:
+    """ExaBGP's answer to the 'version' the pipe sends to resynchronise after an ack timeout."""
+    deadline = time.monotonic() + 5
+    while not pipe.synchronising and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.write(answers, b"exabgp 5.0.15\ndone\n")
+
+
 def test_acks_are_counted_by_result_including_those_that_never_came(
     served: tuple[DaemonMetrics, FakeState, ExaBgpPipe, int],
 ) -> None:
@@ -356,7 +365,10 @@ def test_acks_are_counted_by_result_including_those_that_never_came(
     assert pipe.drain(5)
     pipe.send(line)
     time.sleep(0.2)
-    pipe.send(line)  # waits for the one in flight, gives it up as timed out
+    resync = threading.Thread(target=answer_the_resynchronisation, args=(pipe, answers))
+    resync.start()
+    pipe.send(line)  # waits for the one in flight, gives it up as timed out, resynchronises with ExaBGP
+    resync.join()
     samples = scrape(port)
     assert [
         value(samples, "announcer_exabgp_acks_total", result=result) for result in ("done", "error", "timeout")

@@ -38,6 +38,8 @@ class RecordingSpeaker:
         self.held = held or []
         self.lines: list[str] = []
         self.awaiting: list[tuple[str, Callable[[bool], None] | None]] = []
+        self.synchronised = False
+        self.resync = False  # set by a test: answers were lost, the next sync re-reads what ExaBGP holds
 
     def send(self, line: str, on_ack: Callable[[bool], None] | None = None) -> None:
         self.lines.append(line)
@@ -46,6 +48,13 @@ class RecordingSpeaker:
     def query(self, line: str, timeout: float) -> list[str]:
         self.lines.append(line)
         return list(self.held)
+
+    def synchronise(self, timeout: float) -> None:
+        self.synchronised = True
+
+    def take_resync(self) -> bool:
+        resync, self.resync = self.resync, False
+        return resync
 
     def answer(self, accepted: bool, where: Callable[[str], bool] = lambda line: True) -> int:
         """Answer every awaiting command the predicate picks; how many were answered."""
@@ -284,3 +293,25 @@ def test_an_unreadable_update_of_an_endpoint_slice_keeps_what_it_contributed() -
     assert no_service.view is None and not no_service.unreadable
     harness.feed(Changed(Resource.ENDPOINTSLICES, "MODIFIED", no_service))
     assert harness.speaker.take() == [f"{V4} withdraw route 198.51.100.10/32 next-hop self"]
+
+
+def test_start_up_synchronises_with_exabgp_before_its_first_question() -> None:
+    """Answers queued for a previous announcer process must not be read as the answer to the start-up query."""
+    harness = Harness()
+    harness.list_everything(WEB)
+    assert harness.speaker.synchronised
+    assert harness.speaker.take()[0] == QUERY
+
+
+def test_after_lost_answers_the_announcer_rereads_what_exabgp_holds_and_sends_what_differs() -> None:
+    harness = Harness()
+    harness.list_everything(WEB)
+    harness.speaker.answer(True)
+    harness.speaker.take()
+    # ExaBGP dropped the IPv6 route while the answers were lost; it still holds the IPv4 one (both peers).
+    harness.speaker.held = [held_line(peer, "198.51.100.10/32") for peer in ("192.0.2.1", "192.0.2.5")]
+    harness.speaker.resync = True
+    harness.loop()
+    assert harness.speaker.take() == [QUERY, WEB_V6]
+    harness.loop()
+    assert harness.speaker.take() == [], "one re-read per resynchronisation"
