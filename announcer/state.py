@@ -45,8 +45,8 @@ class Speaker(Protocol):
     def query(self, line: str, timeout: float) -> list[str]:
         """Send a 'show' command and return its answer lines; raises if no answer came in time."""
 
-    def synchronise(self, timeout: float) -> None:
-        """Discard every answer still queued for an earlier process (after a respawn), before the first query."""
+    def synchronise(self, timeout: float) -> str:
+        """Discard every answer still queued for an earlier process (after a respawn); returns ExaBGP's version."""
 
     def take_resync(self) -> bool:
         """True once after answers were lost (an ack timeout): what ExaBGP holds must be read again."""

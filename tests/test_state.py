@@ -49,8 +49,9 @@ class RecordingSpeaker:
         self.lines.append(line)
         return list(self.held)
 
-    def synchronise(self, timeout: float) -> None:
+    def synchronise(self, timeout: float) -> str:
         self.synchronised = True
+        return "exabgp 5.0.15"
 
     def take_resync(self) -> bool:
         resync, self.resync = self.resync, False
