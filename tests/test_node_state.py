@@ -33,7 +33,9 @@ def node(
     if unschedulable is not None:
         obj["spec"]["unschedulable"] = unschedulable
     if ready is not None:
-        obj["status"] = {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}]}
+        obj["status"] = {
+            "conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}]
+        }
     obj.update(extra)
     return obj
 
