@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from announcer.cli import main
 from announcer.config import ConfigError
 from announcer.convert import ObjectKind, convert_object
 from announcer.desired import DesiredTable
 from announcer.kube import Changed, ListPage, Relisted, Resource
 from announcer.policy import NodeRule, NodeView, node_withdrawal
-from tests.conftest import make_config
+from lab.fakeapi import FakeApiServer
+from lab.fakeapi.nodes import node_object
+from lab.lab import kubeconfig_text
+from tests.conftest import BASE_CONFIG, make_config
 from tests.factories import service
 from tests.test_state import WEB, WEB_V4, WEB_V6, Harness, svc
 
@@ -184,3 +193,48 @@ def test_node_events_change_nothing_when_no_rule_is_on() -> None:
     harness.speaker.take()
     harness.feed(Changed(Resource.NODES, "MODIFIED", converted(node(unschedulable=True, ready="False"))))
     assert harness.speaker.take() == []
+
+
+# --- render ------------------------------------------------------------------------------------------------------
+def test_render_shows_the_node_level_reason_on_every_route_and_ignores_other_nodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "announcer.yaml"
+    config.write_text(yaml.safe_dump({**BASE_CONFIG, "node_state": {"withdraw_when_cordoned": True}}))
+    listing = tmp_path / "objects.json"
+    items = [WEB, node_object("node-a", unschedulable=True), node_object("node-b")]
+    listing.write_text(json.dumps({"kind": "List", "items": items}))
+    assert main(["render", "--config", str(config), "--from-file", str(listing), "--output", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["node_withdrawn"] == ["nodeCordoned"]
+    assert {(row["address"], row["announced"], row["detail"]) for row in document["rows"]} == {
+        ("198.51.100.10/32", False, "node: nodeCordoned"),
+        ("2001:db8:96::a/128", False, "node: nodeCordoned"),
+    }
+    assert main(["render", "--config", str(config), "--node", "node-b", "--from-file", str(listing)]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0] == "node node-b"
+    assert "nodeCordoned" not in table
+
+
+def test_render_from_the_cluster_reads_only_this_node(tmp_path: Path) -> None:
+    with FakeApiServer().start() as api:
+        api.apply(WEB)
+        api.apply(node_object("node-a", labels={"bgp.announcer.io/withdraw": "true"}))
+        api.apply(node_object("node-b"))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(kubeconfig_text(api.url))
+        config = tmp_path / "announcer.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {**BASE_CONFIG, "watch": {"kubeconfig": str(kubeconfig)}, "node_state": {"withdraw_on_label": True}}
+            )
+        )
+        command = [sys.executable, "-m", "announcer", "render", "--config", str(config)]
+        node_a = subprocess.run(command, capture_output=True, text=True, check=True)
+        node_b = subprocess.run([*command, "--node", "node-b"], capture_output=True, text=True, check=True)
+    assert node_a.stdout.splitlines()[0] == (
+        "node node-a: everything withdrawn by node state (nodeLabel(bgp.announcer.io/withdraw))"
+    )
+    assert node_b.stdout.splitlines()[0] == "node node-b"
+    assert " yes " in node_b.stdout
