@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the ExaBGP API process: watch Kubernetes, stream commands on stdout")
     run.add_argument("--config", type=Path, required=True)
-    run.add_argument("--peers", help="only these configured peers (comma-separated addresses; exabgp-conf writes it)")
+    run.add_argument(
+        "--peer", action="append", help="only this configured peer (repeated; exabgp-conf writes one per peer)"
+    )
 
     conf = commands.add_parser("exabgp-conf", help="print the exabgp.conf for this configuration")
     conf.add_argument("--config", type=Path, required=True)
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
         from announcer.node_source import only_peers
 
         config.node  # noqa: B018  (fails early, naming node_name, when it is unset)
-        return run_daemon(only_peers(config, arguments.peers))
+        return run_daemon(only_peers(config, arguments.peer))
     except ConfigError as error:
         print(f"announcer: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -35,7 +35,8 @@ def announcer_command(config: Config, config_path: str) -> str:
     base = config.speaker.announcer_command or f"{shlex.quote(sys.executable)} -m announcer"
     command = f"{base} run --config {shlex.quote(config_path)}"
     if needs_node(config):  # the peers this node's exabgp.conf holds, so the process commands exactly these
-        command += " --peers " + ",".join(str(peer.address) for peer in config.bgp.peers)
+        # One option per peer: ExaBGP's configuration parser splits a 'run' line at commas.
+        command += "".join(f" --peer {peer.address}" for peer in config.bgp.peers)
     return command
 
 

@@ -49,14 +49,14 @@ def node_from_labels(name: str, text: str) -> NodeView:
     return NodeView(name, labels, {})
 
 
-def only_peers(config: Config, peers: str | None) -> Config:
-    """The configuration restricted to the peers exabgp.conf holds for this node (run --peers), in its order."""
+def only_peers(config: Config, peers: list[str] | None) -> Config:
+    """The configuration restricted to the peers exabgp.conf holds for this node (run --peer), in its order."""
     if peers is None:
         return config
-    wanted = [text for text in peers.split(",") if text]
+    wanted = [text for text in peers if text]
     known = {str(peer.address): peer for peer in config.bgp.peers}
     unknown = [text for text in wanted if text not in known]
     if unknown or not wanted:
-        raise ConfigError(f"--peers: {', '.join(unknown) or '(none)'}: not a configured peer's address")
+        raise ConfigError(f"--peer: {', '.join(unknown) or '(none)'}: not a configured peer's address")
     chosen = [peer for peer in config.bgp.peers if str(peer.address) in wanted]
     return config.model_copy(update={"bgp": config.bgp.model_copy(update={"peers": chosen})})

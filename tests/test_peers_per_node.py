@@ -81,14 +81,14 @@ def test_rendering_for_a_rack_holds_only_its_peers_with_its_as_and_tells_the_pro
     assert "neighbor 192.0.2.5 {" in text
     assert "neighbor 192.0.2.1 {" not in text
     assert text.count("local-as 64620;") == 2
-    assert "run --config /etc/announcer.yaml --peers 192.0.2.5,2001:db8::1" in text
+    assert "run --config /etc/announcer.yaml --peer 192.0.2.5 --peer 2001:db8::1;" in text
 
 
 def test_a_configuration_that_selects_nothing_by_node_renders_as_before() -> None:
     config = make_config()
     assert not needs_node(config)
     assert for_node(config, None) is config
-    assert "--peers" not in render_exabgp_conf(config, "/c.yaml")
+    assert "--peer" not in render_exabgp_conf(config, "/c.yaml")
 
 
 def test_a_node_no_peer_selects_is_an_error_naming_it() -> None:
@@ -114,11 +114,11 @@ def test_a_local_as_key_that_is_not_a_label_key_is_refused() -> None:
         make_config(bgp={**RACKS, "local_as_node_key": "no spaces allowed"})
 
 
-def test_run_peers_restricts_to_configured_peers_and_refuses_others() -> None:
-    config = only_peers(racks(), "192.0.2.5,2001:db8::1")
+def test_run_peer_restricts_to_configured_peers_and_refuses_others() -> None:
+    config = only_peers(racks(), ["192.0.2.5", "2001:db8::1"])
     assert [str(peer.address) for peer in config.bgp.peers] == ["192.0.2.5", "2001:db8::1"]
-    with pytest.raises(ConfigError, match=r"--peers: 192\.0\.2\.9: not a configured peer"):
-        only_peers(racks(), "192.0.2.9")
+    with pytest.raises(ConfigError, match=r"--peer: 192\.0\.2\.9: not a configured peer"):
+        only_peers(racks(), ["192.0.2.9"])
 
 
 def test_node_labels_from_the_command_line() -> None:
