@@ -23,7 +23,12 @@ def node_from_api(config: Config, name: str) -> NodeView:
     """This node's Node, read once from the API server; ConfigError if there is none (peers cannot be chosen)."""
     from announcer.kube import KubeApi, make_api_client
 
-    obj = KubeApi(make_api_client(config.watch.kubeconfig)).read_node(name, config.watch.request_timeout)
+    try:
+        obj = KubeApi(make_api_client(config.watch.kubeconfig)).read_node(name, config.watch.request_timeout)
+    except Exception as error:  # unreachable, refused, 403: the start fails with the reason, not a traceback
+        raise ConfigError(
+            f"Node {name}: cannot be read from the API server ({type(error).__name__}: {error})"
+        ) from None
     if obj is None:
         raise ConfigError(f"Node {name}: not found by the API server; its labels select the peers")
     return _view(obj, f"Node {name}")

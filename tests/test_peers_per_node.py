@@ -182,3 +182,14 @@ def test_exabgp_conf_reads_this_node_s_labels_from_the_api_server(tmp_path: Path
     assert missing.returncode == 2
     assert "Node node-z: not found" in missing.stderr
     assert requests["list_requests"]["nodes"] == 0, "one GET of this node, no list of every node"
+
+
+def test_exabgp_conf_names_the_node_when_the_api_server_cannot_be_reached(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text("http://127.0.0.1:9"))  # discard port: connection refused
+    config = write_config(tmp_path, watch={"kubeconfig": str(kubeconfig), "request_timeout": 2})
+    command = [sys.executable, "-m", "announcer", "exabgp-conf", "--config", str(config)]
+    result = subprocess.run(command, capture_output=True, text=True, env={"NODE_NAME": "node-b"}, check=False)
+    assert result.returncode == 2
+    assert "Node node-b: cannot be read from the API server" in result.stderr
+    assert "Traceback" not in result.stderr
