@@ -11,6 +11,7 @@ import pytest
 from announcer.model import Attributes, Family, IPAddress, Prefix
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
+    Holdings,
     Plan,
     announced_from_held,
     end_of_rib_commands,
@@ -97,7 +98,7 @@ def test_every_bulk_line_stays_within_the_chunk_size_and_covers_each_prefix_once
 )
 def test_plan_changes(desired: Attributes | None, held: Attributes | None, expected: str) -> None:
     prefix = net("198.51.100.10/32")
-    plan = plan_changes([prefix], lambda _: desired, {prefix: held} if held else {})
+    plan = plan_changes([prefix], lambda _: desired, Holdings(PEERS, {prefix: held} if held else {}))
     outcome = "announce" if plan.announce else "withdraw" if plan.withdraw else "nothing"
     assert outcome == expected
 
