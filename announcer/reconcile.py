@@ -165,7 +165,7 @@ class Holdings(Mapping[Prefix, Attributes]):
 def plan_changes(
     prefixes: Iterable[Prefix],
     desired: Callable[[Prefix], Attributes | None],
-    held: Holdings,
+    held: Holdings | Mapping[Prefix, Attributes],
     *,
     apart: Collection[IPAddress] = (),
     among: Mapping[Family, Sequence[IPAddress]] | None = None,
@@ -173,6 +173,8 @@ def plan_changes(
     """For each prefix named and each peer of its family (or only those `among`), announce it if wanted and not
     held as wanted, withdraw it if held and unwanted. What every peer of the family needs alike goes in bulk;
     the rest per group of peers needing the same, each peer of `apart` in lines of its own."""
+    if not isinstance(held, Holdings):
+        held = Holdings({}, held)  # every peer of a prefix's family holds it alike
     plan = Plan()
     apart_families = {family_of(peer) for peer in apart}
     for prefix in prefixes:
