@@ -318,10 +318,15 @@ class Announcer:
         self.unsure = set()
 
     def _withdraws_unsure(self, prefixes: set[Prefix]) -> bool:
-        """Whether a prefix a refused line left held-unknown is about to be withdrawn (now or as a retry)."""
+        """Whether a prefix a refused line left held-unknown is about to be withdrawn (now or as a retry due)."""
         desired = self.table.desired_attributes
-        candidates = prefixes.union(*self.retry.values())
-        return any(prefix in candidates and desired(prefix) is None for prefix in self.unsure)
+        now = self.clock()
+        due = [self.retry.get(peer, set()) for peer, at in self.retry_at.items() if at <= now]
+        return any(
+            prefix in self.unsure and desired(prefix) is None
+            for candidates in (prefixes, *due)
+            for prefix in candidates
+        )
 
     def _plan(self, prefixes: set[Prefix]) -> Plan:
         """The changes for `prefixes` (every peer of their family, in bulk where all need the same), then the
