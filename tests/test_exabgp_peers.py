@@ -10,6 +10,7 @@ the same way (Linux), so that is how a down router is played here, on loopback.
 from __future__ import annotations
 
 import contextlib
+import copy
 import getpass
 import json
 import os
@@ -25,6 +26,7 @@ import pytest
 
 from lab.fakeapi import FakeApiServer
 from lab.lab import kubeconfig_text, project_tool
+from tests.exabgp_double import CONFIG, V4_PEERS, ExaBgpDouble
 from tests.factories import service
 from tests.test_exabgp_pipe import free_port
 
@@ -234,3 +236,29 @@ def test_real_exabgp_a_router_coming_up_late_gets_its_refused_routes_before_its_
         with router.start():  # the router comes up on the port that dropped SYNs
             wait_for("every route, then the End-of-RIB", lambda: routes_then_end_of_rib(router.received()), 30, logs)
             assert [value for kind, value in router.received() if kind == "eor"] == ["ipv4 unicast"]
+
+
+# --- the same with the ExaBGP double, which models it (an unready neighbour stops a line, in configuration order) ---
+def test_double_a_peer_that_cannot_take_routes_yet_delays_no_other_and_gets_them_once_its_session_is_up(
+    tmp_path: Path, api: FakeApiServer
+) -> None:
+    for index in range(1, SERVICES + 1):
+        api.apply(service(f"s{index}", [f"198.51.100.{index}"]))
+    config = copy.deepcopy(CONFIG)
+    config["bgp"] = {**config["bgp"], "graceful_restart": 120}
+    first, second = V4_PEERS
+    exabgp = ExaBgpDouble(tmp_path, api.url, config, unready={first}).start()
+    try:
+        exabgp.wait_for(lambda: exabgp.prefixes(second) == PREFIXES, what="every route at the second IPv4 peer")
+        exabgp.wait_for(lambda: f"neighbor {second} announce eor ipv4 unicast" in exabgp.lines, what="its EOR")
+        assert exabgp.prefixes(first) == set()
+        assert not [line for line in exabgp.lines if line.startswith(f"neighbor {first} announce eor")]
+        exabgp.unready.clear()
+        exabgp.tell(f"neighbor {first} up")
+        exabgp.wait_for(lambda: exabgp.prefixes(first) == PREFIXES, what="every route at the first, once up")
+        end_of_rib = f"neighbor {first} announce eor ipv4 unicast"
+        exabgp.wait_for(lambda: end_of_rib in exabgp.lines, what="the first peer's End-of-RIB")
+        routes = [index for index, line in enumerate(exabgp.lines) if line.startswith(f"neighbor {first} announce ")]
+        assert exabgp.lines.index(end_of_rib) == max(routes), "its End-of-RIB after every route line naming it"
+    finally:
+        exabgp.stop()
