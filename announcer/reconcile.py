@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -24,44 +24,208 @@ class Action(Enum):
     WITHDRAW = "withdraw"
 
 
+Peers = tuple[IPAddress, ...]
+
+
 @dataclass
 class Plan:
-    """The route changes that bring ExaBGP from what it holds to what is desired."""
+    """The route changes that bring ExaBGP from what it holds to what is desired: `announce` and `withdraw` go to
+    every peer of the prefix's family in bulk lines; `partial_*` only to the peers named (configuration order)."""
 
     announce: dict[Prefix, Attributes] = field(default_factory=dict)
     withdraw: list[Prefix] = field(default_factory=list)
+    partial_announce: dict[Peers, dict[Prefix, Attributes]] = field(default_factory=dict)
+    partial_withdraw: dict[Peers, list[Prefix]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.announce or self.withdraw)
+        return bool(self.announce or self.withdraw or self.partial_announce or self.partial_withdraw)
+
+    def announced_count(self) -> int:
+        return len(self.announce) + len({p for part in self.partial_announce.values() for p in part})
+
+    def withdrawn_prefixes(self) -> set[Prefix]:
+        return set(self.withdraw).union(*self.partial_withdraw.values())
+
+    def drop_withdrawals(self) -> None:
+        self.withdraw, self.partial_withdraw = [], {}
+
+    def take_peer(self, peer: IPAddress) -> set[Prefix]:
+        """Remove every change naming only `peer`; the prefixes they carried."""
+        taken: set[Prefix] = set()
+        taken.update(self.partial_announce.pop((peer,), {}))
+        taken.update(self.partial_withdraw.pop((peer,), []))
+        return taken
+
+    def merge(self, other: Plan) -> None:
+        self.announce.update(other.announce)
+        self.withdraw.extend(other.withdraw)
+        for peers, announce in other.partial_announce.items():
+            self.partial_announce.setdefault(peers, {}).update(announce)
+        for peers, withdraw in other.partial_withdraw.items():
+            self.partial_withdraw.setdefault(peers, []).extend(withdraw)
 
 
 @dataclass(frozen=True)
 class Command:
-    """One line for ExaBGP and the routes it carries, so its ack can be applied to the announced state."""
+    """One line for ExaBGP, the routes it carries and the peers it names, so its ack can be applied to the
+    announced state."""
 
     line: str
     action: Action
     family: Family
     prefixes: tuple[Prefix, ...]
     attributes: Attributes | None = None
+    peers: Peers = ()
+
+
+# Held with attributes that could not be read, or that differ between peers, or maybe held (ExaBGP refused a
+# command that may have reached some peers): never equal to a desired value.
+UNKNOWN_ATTRIBUTES = Attributes(local_preference=-1)
+
+
+class Holdings(Mapping[Prefix, Attributes]):
+    """What ExaBGP holds for us, per prefix and peer. The common case, every peer of the prefix's family holding it
+    alike, is one entry in `uniform`; a prefix its peers hold differently (or only some of them, or unknown for
+    some) has one entry per holding peer in `split`. As a Mapping: every prefix some peer may hold, with its
+    attributes if uniform, else UNKNOWN_ATTRIBUTES."""
+
+    def __init__(
+        self, peers: Mapping[Family, Sequence[IPAddress]], uniform: Mapping[Prefix, Attributes] | None = None
+    ) -> None:
+        self.peers: dict[Family, Peers] = {family: tuple(peers.get(family, ())) for family in Family}
+        self.uniform: dict[Prefix, Attributes] = dict(uniform or {})
+        self.split: dict[Prefix, dict[IPAddress, Attributes]] = {}
+
+    def __getitem__(self, prefix: Prefix) -> Attributes:
+        if prefix in self.split:
+            return UNKNOWN_ATTRIBUTES
+        return self.uniform[prefix]
+
+    def __iter__(self) -> Iterator[Prefix]:
+        yield from self.uniform
+        yield from self.split
+
+    def __len__(self) -> int:
+        return len(self.uniform) + len(self.split)
+
+    def of(self, prefix: Prefix, peer: IPAddress) -> Attributes | None:
+        """What `peer` holds for `prefix`: its attributes, UNKNOWN_ATTRIBUTES, or None (not held)."""
+        by_peer = self.split.get(prefix)
+        if by_peer is not None:
+            return by_peer.get(peer)
+        return self.uniform.get(prefix)
+
+    def record(self, prefix: Prefix, peers: Peers, value: Attributes | None) -> None:
+        """`peers` (of the prefix's family) now hold `value` (None: not held)."""
+        family_peers = self.peers[family_of(prefix)]
+        if len(peers) == len(family_peers):
+            self.split.pop(prefix, None)
+            if value is None:
+                self.uniform.pop(prefix, None)
+            else:
+                self.uniform[prefix] = value
+            return
+        by_peer = self.split.get(prefix)
+        if by_peer is None:
+            current = self.uniform.pop(prefix, None)
+            by_peer = {} if current is None else dict.fromkeys(family_peers, current)
+        for peer in peers:
+            if value is None:
+                by_peer.pop(peer, None)
+            else:
+                by_peer[peer] = value
+        self._settle(prefix, by_peer, family_peers)
+
+    def _settle(self, prefix: Prefix, by_peer: dict[IPAddress, Attributes], family_peers: Peers) -> None:
+        """Keep `split` for what differs per peer: alike known values (or nothing) fold back into `uniform`."""
+        values = set(by_peer.values())
+        if not by_peer:
+            self.split.pop(prefix, None)
+        elif len(by_peer) == len(family_peers) and len(values) == 1 and UNKNOWN_ATTRIBUTES not in values:
+            self.split.pop(prefix, None)
+            self.uniform[prefix] = values.pop()
+        else:
+            self.split[prefix] = by_peer
+
+    def load(self, held: Mapping[Prefix, Mapping[str, Attributes]]) -> None:
+        """Replace everything with what ExaBGP's adj-rib-out says (parse_adj_rib_out), per peer."""
+        self.uniform, self.split = {}, {}
+        for prefix, by_name in held.items():
+            family_peers = self.peers[family_of(prefix)]
+            by_peer = {peer: by_name[str(peer)] for peer in family_peers if str(peer) in by_name}
+            if not by_peer:
+                continue
+            values = set(by_peer.values())
+            if len(by_peer) == len(family_peers) and len(values) == 1:
+                self.uniform[prefix] = values.pop()
+            else:
+                self.split[prefix] = by_peer
 
 
 def plan_changes(
     prefixes: Iterable[Prefix],
     desired: Callable[[Prefix], Attributes | None],
-    announced: Mapping[Prefix, Attributes],
+    held: Holdings | Mapping[Prefix, Attributes],
+    *,
+    apart: Collection[IPAddress] = (),
+    among: Mapping[Family, Sequence[IPAddress]] | None = None,
 ) -> Plan:
-    """For each prefix named, announce it if wanted and not held as wanted, withdraw it if held and unwanted."""
+    """For each prefix named and each peer of its family (or only those `among`), announce it if wanted and not
+    held as wanted, withdraw it if held and unwanted. What every peer of the family needs alike goes in bulk;
+    the rest per group of peers needing the same, each peer of `apart` in lines of its own."""
+    if not isinstance(held, Holdings):
+        held = Holdings({}, held)  # every peer of a prefix's family holds it alike
     plan = Plan()
+    apart_families = {family_of(peer) for peer in apart}
     for prefix in prefixes:
+        family = family_of(prefix)
         wanted = desired(prefix)
-        held = announced.get(prefix)
+        if prefix in held.split or among is not None or family in apart_families:
+            chosen = held.peers[family] if among is None else tuple(among.get(family, ()))
+            _plan_per_peer(plan, held, prefix, wanted, chosen, apart=apart)
+            continue
+        current = held.uniform.get(prefix)
         if wanted is None:
-            if held is not None:
+            if current is not None:
                 plan.withdraw.append(prefix)
-        elif held != wanted:
+        elif current != wanted:
             plan.announce[prefix] = wanted
     return plan
+
+
+def _plan_per_peer(
+    plan: Plan,
+    held: Holdings,
+    prefix: Prefix,
+    wanted: Attributes | None,
+    chosen: Peers,
+    *,
+    apart: Collection[IPAddress],
+) -> None:
+    """One prefix, peer by peer: peers needing the same change share a line, peers `apart` get their own."""
+    groups: dict[Attributes | None, list[IPAddress]] = {}
+    for peer in chosen:
+        current = held.of(prefix, peer)
+        if current == wanted:
+            continue
+        if peer in apart:
+            _add(plan, (peer,), prefix, wanted)
+        else:
+            groups.setdefault(wanted, []).append(peer)
+    for attributes, group in groups.items():
+        if tuple(group) != held.peers[family_of(prefix)]:
+            _add(plan, tuple(group), prefix, attributes)
+        elif attributes is None:
+            plan.withdraw.append(prefix)
+        else:
+            plan.announce[prefix] = attributes
+
+
+def _add(plan: Plan, peers: Peers, prefix: Prefix, attributes: Attributes | None) -> None:
+    if attributes is None:
+        plan.partial_withdraw.setdefault(peers, []).append(prefix)
+    else:
+        plan.partial_announce.setdefault(peers, {})[prefix] = attributes
 
 
 def neighbour_selector(peers: Sequence[IPAddress]) -> str:
@@ -99,34 +263,52 @@ def _line(selector: str, action: Action, words: str, chunk: tuple[Prefix, ...]) 
 
 
 def render_commands(plan: Plan, peers: Mapping[Family, Sequence[IPAddress]], prefixes_per_line: int) -> list[Command]:
-    """Withdraws first, then announces grouped by family and attributes, in bulk lines of at most N prefixes.
+    """Withdraws first, then announces grouped by family and attributes, in bulk lines of at most N prefixes; the
+    bulk part names every peer of the family, the partial part only its peers.
 
-    Each line names only the peers of the prefixes' family; prefixes of a family without peers are dropped.
+    Prefixes of a family without peers are dropped.
     """
+    withdraws: list[tuple[Peers, Mapping[Prefix, Attributes | None]]] = []
+    announces: list[tuple[Peers, Mapping[Prefix, Attributes | None]]] = []
+    for family in Family:
+        family_peers = tuple(peers.get(family, ()))
+        if family_peers:
+            withdraws.append((family_peers, dict.fromkeys(p for p in plan.withdraw if family_of(p) is family)))
+            announces.append((family_peers, {p: a for p, a in plan.announce.items() if family_of(p) is family}))
+    order = {peer: index for index, peer in enumerate(peer for family in Family for peer in peers.get(family, ()))}
+
+    def placed(group: Peers) -> list[int]:
+        return [order[peer] for peer in group]
+
+    for group in sorted((g for g in plan.partial_withdraw if set(g) <= set(order)), key=placed):
+        withdraws.append(
+            (group, dict.fromkeys(p for p in plan.partial_withdraw[group] if family_of(p) == family_of(group[0])))
+        )
+    for group in sorted((g for g in plan.partial_announce if set(g) <= set(order)), key=placed):
+        part = plan.partial_announce[group]
+        announces.append((group, {p: a for p, a in part.items() if family_of(p) == family_of(group[0])}))
     commands: list[Command] = []
-    for family in Family:
-        family_peers = peers.get(family, ())
-        if not family_peers:
-            continue
-        selector = neighbour_selector(family_peers)
-        withdrawn = _sorted(prefix for prefix in plan.withdraw if family_of(prefix) is family)
-        for chunk in _chunks(withdrawn, prefixes_per_line):
-            line = _line(selector, Action.WITHDRAW, "next-hop self", chunk)
-            commands.append(Command(line, Action.WITHDRAW, family, chunk))
-    for family in Family:
-        family_peers = peers.get(family, ())
-        if not family_peers:
-            continue
-        selector = neighbour_selector(family_peers)
-        groups: dict[Attributes, list[Prefix]] = {}
-        for prefix, attributes in plan.announce.items():
-            if family_of(prefix) is family:
-                groups.setdefault(attributes, []).append(prefix)
-        for attributes in sorted(groups, key=Attributes.sort_key):
-            words = attribute_words(attributes)
-            for chunk in _chunks(_sorted(groups[attributes]), prefixes_per_line):
-                line = _line(selector, Action.ANNOUNCE, words, chunk)
-                commands.append(Command(line, Action.ANNOUNCE, family, chunk, attributes))
+    for action, parts in ((Action.WITHDRAW, withdraws), (Action.ANNOUNCE, announces)):
+        for group, changes in parts:
+            commands += _group_commands(action, group, changes, prefixes_per_line)
+    return commands
+
+
+def _group_commands(
+    action: Action, group: Peers, changes: Mapping[Prefix, Attributes | None], prefixes_per_line: int
+) -> list[Command]:
+    """The lines of one action towards one group of peers: per attribute set, at most N prefixes a line."""
+    selector = neighbour_selector(group)
+    family = family_of(group[0])
+    by_attributes: dict[Attributes | None, list[Prefix]] = {}
+    for prefix, attributes in changes.items():
+        by_attributes.setdefault(attributes, []).append(prefix)
+    commands: list[Command] = []
+    for attributes in sorted(by_attributes, key=lambda value: () if value is None else value.sort_key()):
+        words = "next-hop self" if attributes is None else attribute_words(attributes)
+        for chunk in _chunks(_sorted(by_attributes[attributes]), prefixes_per_line):
+            line = _line(selector, action, words, chunk)
+            commands.append(Command(line, action, family, chunk, attributes, group))
     return commands
 
 
@@ -138,9 +320,6 @@ def end_of_rib_commands(peers: Mapping[Family, Sequence[IPAddress]]) -> list[str
         if family_peers
     ]
 
-
-# Held with attributes that could not be read, or that differ between peers: never equal to a desired value.
-UNKNOWN_ATTRIBUTES = Attributes(local_preference=-1)
 
 _ADJ_RIB_OUT_ROUTE = re.compile(
     r"^neighbor (?P<peer>[0-9a-fA-F.:]+) .*?\b(?P<family>ipv4|ipv6) unicast (?P<prefix>[0-9a-fA-F.:]+/\d+)(?P<rest>.*)$"

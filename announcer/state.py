@@ -1,15 +1,27 @@
-"""The route state machine: desired table and what ExaBGP holds, turned into commands on a Speaker.
+"""The route state machine: desired table and what ExaBGP holds per peer, turned into commands on a Speaker.
 
 The seam (docs/architecture.md): `Announcer` owns the announced routes, deferred withdrawals, retries and End-of-RIB
 ordering, and talks to ExaBGP only through `Speaker` (send a command with an ack callback, query a 'show'
 command). The daemon gives it the real pipe; tests give it a recording fake. Acks arrive on another thread:
-`on_ack` callbacks only post an `AckFailed` event, which the main loop hands back to `handle`.
+`on_ack` callbacks only post an `Answered` event, which the main loop hands back to `handle`.
+
+What ExaBGP 5.0 does with a line naming several neighbours (reactor/api/command/announce.py, then
+configuration/configuration.py `inject_change`): each route of the line is added to each named neighbour's
+adj-rib-out in configuration order, resolving `next-hop self` per neighbour (bgp/neighbor.py `remove_self`,
+`ip_self`). With `local-address auto` a neighbour's local address is only known once a TCP connection to it
+succeeded (reactor/protocol.py `connect`), so until then `ip_self` raises, the line stops there and is answered
+`error` (reactor/asynchronous.py): the neighbours before it in configuration order hold the line's first routes,
+those after it nothing. Hence: a refused line leaves its routes "held, attributes unknown" for every peer it named,
+and they are sent again at once in lines of their own per peer; a peer that refuses is then addressed only in its
+own lines, on its own backoff (or when its session comes up), so it never blocks nor delays the others. Before a
+prefix so left unknown is withdrawn, ExaBGP's adj-rib-out is read again to know which peers hold it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,14 +30,14 @@ from announcer.config import Config
 from announcer.convert import Converted, ObjectKind
 from announcer.desired import DesiredTable, ObjectKey
 from announcer.kube import Backoff, Changed, ListPage, Relisted, Resource, WatchEvent
-from announcer.model import Attributes, Family, IPAddress, Prefix, Problem, ServiceView, SliceView
+from announcer.model import Family, IPAddress, Prefix, Problem, ServiceView, SliceView, family_of
 from announcer.policy import NodeView
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
     Action,
     Command,
+    Holdings,
     Plan,
-    announced_from_held,
     end_of_rib_commands,
     parse_adj_rib_out,
     plan_changes,
@@ -54,15 +66,16 @@ class Speaker(Protocol):
 
 
 @dataclass(frozen=True)
-class AckFailed:
-    """ExaBGP did not accept a command; its routes are no longer counted as announced."""
+class Answered:
+    """ExaBGP answered a command: `done` (accepted) or `error` (refused, or the answer was lost)."""
 
     command: Command
+    accepted: bool
 
 
 @dataclass(frozen=True)
 class NeighbourUp:
-    """A BGP session came up (only subscribed with graceful restart, for the End-of-RIB)."""
+    """A BGP session came up: retry what that peer refused, then (graceful restart) its End-of-RIB."""
 
     peer: str
 
@@ -71,7 +84,7 @@ class Wake:
     """Nothing to apply: wakes the loop (a signal arrived)."""
 
 
-LoopEvent = WatchEvent[Converted] | AckFailed | NeighbourUp | Wake
+LoopEvent = WatchEvent[Converted] | Answered | NeighbourUp | Wake
 
 
 class Announcer:
@@ -98,7 +111,7 @@ class Announcer:
         self.peers: dict[Family, list[IPAddress]] = {
             family: [peer.address for peer in config.bgp.peers_of(family)] for family in Family
         }
-        self.announced: dict[Prefix, Attributes] = {}
+        self.announced = Holdings(self.peers)  # what ExaBGP holds, per prefix and peer (as written, then answered)
         self.listed: set[Resource] = set()
         self.queried = False  # ExaBGP's adj-rib-out read at start
         self.held_at_start = 0
@@ -108,9 +121,14 @@ class Announcer:
         self.synced_at: float | None = None
         self.problems: dict[tuple[ObjectKind, ObjectKey], tuple[Problem, ...]] = {}
         self.on_commands: Callable[[list[Command], float], None] | None = None
-        self.retry: set[Prefix] = set()
-        self.retry_at: float | None = None
-        self.retry_backoff = Backoff(1.0, 30.0)
+        every_peer = [peer for peers in self.peers.values() for peer in peers]
+        self.retry: dict[IPAddress, set[Prefix]] = {}  # per peer: prefixes to send it again
+        self.retry_at: dict[IPAddress, float] = {}
+        self.backoff = {peer: Backoff(1.0, 30.0) for peer in every_peer}
+        self.refusing: set[IPAddress] = set()  # peers addressed only in lines of their own, on their own backoff
+        self.unsure: set[Prefix] = set()  # left held-unknown by a refused line since ExaBGP's adj-rib-out was read
+        self.in_flight: Counter[IPAddress] = Counter()  # per peer: commands naming it not answered yet
+        self.end_of_rib_due: set[IPAddress] = set()  # graceful restart: peers owed an End-of-RIB
 
     # --- events --------------------------------------------------------------------------------------------
     def handle(self, event: LoopEvent) -> None:
@@ -120,8 +138,8 @@ class Announcer:
             self._relisted(event)
         elif isinstance(event, Changed):
             self._changed(event)
-        elif isinstance(event, AckFailed):
-            self._ack_failed(event.command)
+        elif isinstance(event, Answered):
+            self._answered(event.command, event.accepted)
         elif isinstance(event, NeighbourUp):
             self._neighbour_up(event.peer)
 
@@ -213,33 +231,57 @@ class Announcer:
         else:
             self.problems.pop((kind, key), None)
 
-    def _ack_failed(self, command: Command) -> None:
-        """ExaBGP refused a command (ExaBGP 5.0 refuses IPv6 'next-hop self' while it does not know its local
-        address yet): its routes are not counted as held, and are tried again after a backoff or when a
-        session comes up."""
+    def _answered(self, command: Command, accepted: bool) -> None:
+        """ExaBGP answered a command. Refused (ExaBGP 5.0 refuses 'next-hop self' towards a peer it has not
+        connected to yet): its routes are held with unknown attributes by every peer it named, unless a later
+        line changed them since; a line naming several peers is sent again at once to each alone, a line naming
+        one peer after that peer's backoff (or when its session comes up)."""
+        for peer in command.peers:
+            self.in_flight[peer] -= 1
+            if self.in_flight[peer] <= 0:
+                del self.in_flight[peer]
+        if accepted:
+            if len(command.peers) == 1:
+                peer = command.peers[0]
+                self.backoff[peer].reset()
+                if peer in self.refusing:
+                    self.refusing.discard(peer)
+                    if self.retry.get(peer):
+                        self.retry_at[peer] = self.clock()
+            return
         for prefix in command.prefixes:
-            if command.action is Action.ANNOUNCE and self.announced.get(prefix) == command.attributes:
-                del self.announced[prefix]
-            elif command.action is Action.WITHDRAW and prefix not in self.announced:
-                self.announced[prefix] = UNKNOWN_ATTRIBUTES
-        self.retry.update(command.prefixes)
-        if self.retry_at is None:
-            self.retry_at = self.clock() + self.retry_backoff.next_delay()
+            for peer in command.peers:
+                if self.announced.of(prefix, peer) == command.attributes:
+                    self.announced.record(prefix, (peer,), UNKNOWN_ATTRIBUTES)
+                    self.unsure.add(prefix)
+        now = self.clock()
+        for peer in command.peers:
+            self.retry.setdefault(peer, set()).update(command.prefixes)
+            self.refusing.add(peer)
+            if len(command.peers) > 1:
+                self.retry_at[peer] = now  # which peer refused is unknown: each is tried alone, at once
+            elif peer not in self.retry_at:
+                self.retry_at[peer] = now + self.backoff[peer].next_delay()
 
-    def _neighbour_up(self, peer: str) -> None:
-        """A session came up: retry what ExaBGP refused now; with graceful restart, send its End-of-RIB."""
-        self.retry_backoff.reset()
-        if self.retry:
-            self.retry_at = self.clock()
+    def _neighbour_up(self, text: str) -> None:
+        """A session came up: retry what that peer refused now; with graceful restart, it is owed an End-of-RIB
+        (sent once its routes are accepted)."""
+        peer = next((peer for peers in self.peers.values() for peer in peers if str(peer) == text), None)
+        if peer is None:
+            return
+        self.backoff[peer].reset()
+        if self.retry.get(peer):
+            self.retry_at[peer] = self.clock()
         if self.synced and self.config.bgp.graceful_restart is not None:
-            for line in end_of_rib_commands({family: [a for a in peers if str(a) == peer]
-                                             for family, peers in self.peers.items()}):  # fmt: skip
-                self.speaker.send(line)
+            self.end_of_rib_due.add(peer)
 
-    def _due_retries(self) -> set[Prefix]:
-        if self.retry_at is None or self.clock() < self.retry_at:
-            return set()
-        due, self.retry, self.retry_at = self.retry, set(), None
+    def _due_retries(self) -> dict[IPAddress, set[Prefix]]:
+        now = self.clock()
+        due: dict[IPAddress, set[Prefix]] = {}
+        for peer, at in list(self.retry_at.items()):
+            if at <= now:
+                del self.retry_at[peer]
+                due[peer] = self.retry.pop(peer, set())
         return due
 
     # --- commands ------------------------------------------------------------------------------------------
@@ -254,43 +296,99 @@ class Announcer:
         if not self.queried or resynced:
             if not self.queried:
                 self.speaker.synchronise(QUERY_TIMEOUT)  # answers queued for a previous announcer process
-            answer = self.speaker.query("show adj-rib out extensive", QUERY_TIMEOUT)
-            self.announced = announced_from_held(parse_adj_rib_out(answer), self.peers)
+            self._read_held()
             if not self.queried:
                 self.held_at_start = len(self.announced)
             self.queried = True
-        prefixes = self.table.take_dirty() | self._due_retries()
+        prefixes = self.table.take_dirty()
         if resynced:
             prefixes |= set(self.announced) | set(self.table.all_prefixes())
+        if self.unsure and self._withdraws_unsure(prefixes):
+            unsure = self.unsure
+            self._read_held()  # which peers hold what a refused line may have left: ExaBGP's adj-rib-out says
+            prefixes |= unsure
         if not self.synced and not self.ready_to_sync():
-            plan = plan_changes(prefixes, self.table.desired_attributes, self.announced)
-            self.deferred.update(plan.withdraw)
-            plan.withdraw = []
-            self.announced_before_sync += len(plan.announce)
+            plan = self._plan(prefixes)
+            self.deferred.update(plan.withdrawn_prefixes())
+            plan.drop_withdrawals()
+            self.announced_before_sync += plan.announced_count()
             self._send(plan, stopping, started)
             return
         if not self.synced:
             prefixes |= self.deferred | set(self.announced)
             self.deferred = set()
-        plan = plan_changes(prefixes, self.table.desired_attributes, self.announced)
+        plan = self._plan(prefixes)
         if not self.synced:
             log.info(
                 "first sync: ExaBGP holds %d prefixes; %d to announce, %d to withdraw",
                 self.held_at_start,
-                self.announced_before_sync + len(plan.announce),
-                len(plan.withdraw),
+                self.announced_before_sync + plan.announced_count(),
+                len(plan.withdrawn_prefixes()),
             )
         self._send(plan, stopping, started)
         if not self.synced:
             self.synced = True
             self.synced_at = time.time()
             if self.config.bgp.graceful_restart is not None:
-                for line in end_of_rib_commands(self.peers):
-                    self.speaker.send(line)
+                self.end_of_rib_due = {peer for peers in self.peers.values() for peer in peers}
+        self._send_end_of_rib()
+
+    def _read_held(self) -> None:
+        answer = self.speaker.query("show adj-rib out extensive", QUERY_TIMEOUT)
+        self.announced.load(parse_adj_rib_out(answer))
+        self.unsure = set()
+
+    def _withdraws_unsure(self, prefixes: set[Prefix]) -> bool:
+        """Whether a prefix a refused line left held-unknown is about to be withdrawn (now or as a retry due)."""
+        desired = self.table.desired_attributes
+        now = self.clock()
+        due = [self.retry.get(peer, set()) for peer, at in self.retry_at.items() if at <= now]
+        return any(
+            prefix in self.unsure and desired(prefix) is None
+            for candidates in (prefixes, *due)
+            for prefix in candidates
+        )
+
+    def _plan(self, prefixes: set[Prefix]) -> Plan:
+        """The changes for `prefixes` (every peer of their family, in bulk where all need the same), then the
+        retries due (per peer alone). A refusing peer's changes wait for its retry."""
+        desired = self.table.desired_attributes
+        plan = plan_changes(prefixes, desired, self.announced, apart=self.refusing)
+        for peer in self.refusing:
+            held_back = plan.take_peer(peer)
+            if held_back:
+                self.retry.setdefault(peer, set()).update(held_back)
+                if peer not in self.retry_at and not self.in_flight[peer]:
+                    self.retry_at[peer] = self.clock()
+        for peer, retried in self._due_retries().items():
+            fresh = retried if peer in self.refusing else retried - prefixes  # the rest was planned for it above
+            plan.merge(plan_changes(fresh, desired, self.announced, among={family_of(peer): [peer]}))
+        return plan
+
+    def _send_end_of_rib(self) -> None:
+        """End-of-RIB to each peer owed one whose routes are all accepted: no command naming it awaits its
+        answer and nothing it refused waits for a retry (a helper drops its stale paths at End-of-RIB)."""
+        if not self.end_of_rib_due:
+            return
+        desired = self.table.desired_attributes
+        ready = {
+            peer
+            for peer in self.end_of_rib_due
+            if not self.in_flight[peer]
+            and all(self.announced.of(prefix, peer) == desired(prefix) for prefix in self.retry.get(peer, ()))
+        }
+        if not ready:
+            return
+        self.end_of_rib_due -= ready
+        for line in end_of_rib_commands(
+            {family: [p for p in peers if p in ready] for family, peers in self.peers.items()}
+        ):
+            self.speaker.send(line)
 
     def withdraw_all(self) -> None:
         """Withdraw every route ExaBGP holds for us (SIGTERM)."""
-        self._send(Plan(withdraw=list(self.announced)), lambda: False, self.clock())
+        plan = plan_changes(list(self.announced), lambda _: None, self.announced, apart=self.refusing)
+        self._send(plan, lambda: False, self.clock())
 
     def _send(self, plan: Plan, stopping: Callable[[], bool], started: float) -> None:
         if not plan:
@@ -301,17 +399,14 @@ class Announcer:
                 break
             self.speaker.send(command.line, self._on_ack(command))
             written.append(command)
+            self.in_flight.update(command.peers)
             for prefix in command.prefixes:
-                if command.attributes is not None:
-                    self.announced[prefix] = command.attributes
-                else:
-                    self.announced.pop(prefix, None)
+                self.announced.record(prefix, command.peers, command.attributes)
         if self.on_commands is not None:
             self.on_commands(written, self.clock() - started)
 
     def _on_ack(self, command: Command) -> Callable[[bool], None]:
         def acknowledge(accepted: bool) -> None:
-            if not accepted:
-                self.post(AckFailed(command))
+            self.post(Answered(command, accepted))
 
         return acknowledge

@@ -53,6 +53,7 @@ class ExaBgpDouble:
         unanswered: Callable[[str], bool] | None = None,
         in_order_delay: float = 0.0,
         eor_refused_at_once: bool = False,
+        unready: set[str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "announcer.yaml"
@@ -70,6 +71,11 @@ class ExaBgpDouble:
         # but 'announce eor' naming only peers not established at once, ahead of those (eor_refused_at_once).
         self.in_order_delay = in_order_delay
         self.eor_refused_at_once = eor_refused_at_once
+        # Neighbours whose local address ExaBGP does not know ('local-address auto', never connected): a line naming
+        # them is applied route by route, neighbour by neighbour in configuration order, up to the first of them,
+        # then answered 'error' (tests/test_exabgp_peers.py shows the real ExaBGP doing so). A test may change it.
+        self.unready = set(unready or ())
+        self.configuration_order = [str(peer["address"]) for peer in config["bgp"]["peers"]]
         self._held_back: list[str] = []
         self.lines: list[str] = []
         self.rib: dict[str, dict[str, str]] = {}  # neighbour -> prefix -> attribute words
@@ -179,9 +185,12 @@ class ExaBgpDouble:
         else:
             words, _, nlri = rest.partition(" nlri ")
             prefixes = nlri.split()
+        named = [neighbour for neighbour in self.configuration_order if neighbour in neighbours]
         for prefix in prefixes:
             ipaddress.ip_network(prefix)
-            for neighbour in neighbours:
+            for neighbour in named:
+                if neighbour in self.unready and "next-hop self" in words:
+                    return False  # 'next-hop self' cannot be resolved: ExaBGP stops the line here
                 table = self.rib.setdefault(neighbour, {})
                 if action == "announce":
                     table[prefix] = words

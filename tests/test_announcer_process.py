@@ -228,7 +228,7 @@ def test_graceful_restart_sends_end_of_rib_only_after_the_first_full_sync(tmp_pa
         api.apply(service(f"s{index}", [f"198.51.100.{index}"]))
     exabgp = start(tmp_path, api, config={"bgp": {"graceful_restart": 120}})
     try:
-        exabgp.wait_for(lambda: any(" announce eor " in line for line in exabgp.lines), what="the End-of-RIB")
+        exabgp.wait_for(lambda: any(" announce eor ipv4 " in line for line in exabgp.lines), what="the End-of-RIB")
         eor = next(index for index, line in enumerate(exabgp.lines) if " announce eor ipv4 unicast" in line)
         announced_before_eor = {p for line in exabgp.lines[:eor] if " announce " in line for p in line.split()
                                 if p.startswith("198.51.100.")}  # fmt: skip

@@ -11,6 +11,7 @@ import pytest
 from announcer.model import Attributes, Family, IPAddress, Prefix
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
+    Holdings,
     Plan,
     announced_from_held,
     end_of_rib_commands,
@@ -97,7 +98,7 @@ def test_every_bulk_line_stays_within_the_chunk_size_and_covers_each_prefix_once
 )
 def test_plan_changes(desired: Attributes | None, held: Attributes | None, expected: str) -> None:
     prefix = net("198.51.100.10/32")
-    plan = plan_changes([prefix], lambda _: desired, {prefix: held} if held else {})
+    plan = plan_changes([prefix], lambda _: desired, Holdings(PEERS, {prefix: held} if held else {}))
     outcome = "announce" if plan.announce else "withdraw" if plan.withdraw else "nothing"
     assert outcome == expected
 
@@ -132,3 +133,51 @@ def test_end_of_rib_is_sent_per_family_to_that_family_s_peers() -> None:
         "neighbor 192.0.2.1 , neighbor 192.0.2.5 announce eor ipv4 unicast",
         "neighbor 2001:db8::1 announce eor ipv6 unicast",
     ]
+
+
+V4_A, V4_B = PEERS[Family.IPV4]
+
+
+def test_holdings_keep_per_peer_only_what_differs_and_fold_back_when_every_peer_agrees() -> None:
+    held = Holdings(PEERS)
+    prefix = net("198.51.100.10/32")
+    held.record(prefix, (V4_A, V4_B), PLAIN)
+    assert (held.uniform, held.split) == ({prefix: PLAIN}, {})
+    held.record(prefix, (V4_B,), UNKNOWN_ATTRIBUTES)
+    assert held.split == {prefix: {V4_A: PLAIN, V4_B: UNKNOWN_ATTRIBUTES}} and held[prefix] == UNKNOWN_ATTRIBUTES
+    held.record(prefix, (V4_A,), UNKNOWN_ATTRIBUTES)
+    assert prefix in held.split, "unknown for every peer stays per peer: each is retried alone"
+    held.record(prefix, (V4_A,), None)
+    held.record(prefix, (V4_B,), RICH)
+    assert (held.of(prefix, V4_A), held.of(prefix, V4_B)) == (None, RICH)
+    held.record(prefix, (V4_A,), RICH)
+    assert (held.uniform, held.split) == ({prefix: RICH}, {})
+    held.record(prefix, (V4_A, V4_B), None)
+    assert dict(held) == {}
+
+
+def test_holdings_read_from_the_adj_rib_out_per_peer() -> None:
+    held = Holdings(PEERS)
+    held.load(parse_adj_rib_out(ADJ_RIB_OUT.splitlines()))
+    assert held.uniform == {net("198.51.100.10/32"): RICH, net("2001:db8:96::a/128"): PLAIN}
+    assert held.split == {net("198.51.100.11/32"): {V4_A: PLAIN}}
+
+
+def test_a_plan_sends_each_peer_only_what_it_lacks_and_a_refusing_peer_alone() -> None:
+    """Per-peer lines where the peers of a family differ, bulk lines where they agree."""
+    held = Holdings(PEERS)
+    held.load(parse_adj_rib_out(ADJ_RIB_OUT.splitlines()))
+    wanted = {net("198.51.100.10/32"): RICH, net("198.51.100.11/32"): PLAIN, net("198.51.100.12/32"): PLAIN}
+    plan = plan_changes([*wanted, net("2001:db8:96::a/128")], wanted.get, held)
+    lines = [command.line for command in render_commands(plan, PEERS, 500)]
+    check_golden("per_peer_plan.txt", lines)
+    assert lines == [
+        "neighbor 2001:db8::1 withdraw route 2001:db8:96::a/128 next-hop self",
+        "neighbor 192.0.2.1 , neighbor 192.0.2.5 announce route 198.51.100.12/32 next-hop self community [64513:100]",
+        "neighbor 192.0.2.5 announce route 198.51.100.11/32 next-hop self community [64513:100]",
+    ]
+    apart = plan_changes([net("198.51.100.12/32")], wanted.get, held, apart=[V4_A])
+    assert [command.line for command in render_commands(apart, PEERS, 500)] == [
+        "neighbor 192.0.2.1 announce route 198.51.100.12/32 next-hop self community [64513:100]",
+        "neighbor 192.0.2.5 announce route 198.51.100.12/32 next-hop self community [64513:100]",
+    ], "peer by peer, in configuration order"

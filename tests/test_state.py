@@ -12,8 +12,9 @@ import pytest
 from announcer.config import Config
 from announcer.convert import Converted, ObjectKind, convert_object
 from announcer.kube import Changed, ListPage, Relisted, Resource
-from announcer.model import ServiceView
-from announcer.state import AckFailed, Announcer, LoopEvent, NeighbourUp, Speaker
+from announcer.model import NO_ATTRIBUTES, Family, ServiceView
+from announcer.reconcile import UNKNOWN_ATTRIBUTES
+from announcer.state import Announcer, Answered, LoopEvent, NeighbourUp, Speaker
 from tests.conftest import make_config
 from tests.factories import endpoint, endpoint_slice, service
 
@@ -87,9 +88,12 @@ class Harness:
         self.loop()
 
     def loop(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        self.handle_posted()
+        self.announcer.sync(stopping)
+
+    def handle_posted(self) -> None:
         while self.posted:
             self.announcer.handle(self.posted.pop(0))
-        self.announcer.sync(stopping)
 
     def list_everything(self, *services: dict[str, Any]) -> None:
         objects = [svc(obj) for obj in services]
@@ -158,7 +162,10 @@ def test_a_refused_announce_is_sent_again_after_the_backoff_not_before() -> None
     harness.speaker.take()
     assert harness.speaker.answer(False, lambda line: line == WEB_V6) == 1
     harness.speaker.answer(True)
-    assert [type(event) for event in harness.posted] == [AckFailed], "the ack's thread only posts an event"
+    assert [(type(event), event.accepted) for event in harness.posted if isinstance(event, Answered)] == [
+        (Answered, False),
+        (Answered, True),
+    ], "the ack's thread only posts events"
     harness.loop()
     assert harness.speaker.take() == [], "the retry waits for its backoff"
     harness.now += 0.4
@@ -169,7 +176,7 @@ def test_a_refused_announce_is_sent_again_after_the_backoff_not_before() -> None
     assert harness.speaker.take() == [WEB_V6]
 
 
-def test_a_refused_withdraw_keeps_the_prefix_held_and_withdraws_it_again() -> None:
+def test_a_refused_withdraw_keeps_the_prefix_held_reads_what_exabgp_holds_and_withdraws_it_per_peer() -> None:
     harness = Harness()
     harness.list_everything(WEB)
     harness.speaker.answer(True)
@@ -177,12 +184,16 @@ def test_a_refused_withdraw_keeps_the_prefix_held_and_withdraws_it_again() -> No
     harness.feed(Changed(Resource.SERVICES, "DELETED", svc(WEB)))
     withdraw_v4 = f"{V4} withdraw route 198.51.100.10/32 next-hop self"
     assert withdraw_v4 in harness.speaker.take()
+    harness.speaker.held = [held_line(peer, "198.51.100.10/32") for peer in ("192.0.2.1", "192.0.2.5")]
     harness.speaker.answer(False, lambda line: line == withdraw_v4)
-    harness.loop()
+    harness.announcer.handle(harness.posted.pop(0))
     assert ipaddress.ip_network("198.51.100.10/32") in harness.announcer.announced
-    harness.now += 1.0
     harness.loop()
-    assert harness.speaker.take() == [withdraw_v4]
+    assert harness.speaker.take() == [
+        QUERY,
+        "neighbor 192.0.2.1 withdraw route 198.51.100.10/32 next-hop self",
+        "neighbor 192.0.2.5 withdraw route 198.51.100.10/32 next-hop self",
+    ]
 
 
 def test_a_session_coming_up_retries_refused_routes_at_once() -> None:
@@ -195,14 +206,18 @@ def test_a_session_coming_up_retries_refused_routes_at_once() -> None:
     assert harness.speaker.take() == [WEB_V6]
 
 
-def test_end_of_rib_follows_the_first_full_sync_s_routes_per_family_and_never_precedes_them() -> None:
+def test_end_of_rib_follows_the_first_full_sync_s_routes_per_family_once_exabgp_accepted_them() -> None:
     harness = Harness(make_config(bgp={"graceful_restart": 120}))
     harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
     assert not [line for line in harness.speaker.lines if " eor " in line], "no EOR before the full sync"
     harness.feed(Relisted(Resource.SERVICES, [svc(WEB)]), Relisted(Resource.ENDPOINTSLICES, []))
-    lines = harness.speaker.take()
-    assert lines[-2:] == [f"{V4} announce eor ipv4 unicast", f"{V6} announce eor ipv6 unicast"]
-    assert lines.index(WEB_V4) < lines.index(f"{V4} announce eor ipv4 unicast")
+    assert harness.speaker.take() == [QUERY, WEB_V4, WEB_V6], "no EOR before ExaBGP accepted the routes"
+    harness.speaker.answer(True, lambda line: line == WEB_V4)
+    harness.loop()
+    assert harness.speaker.take() == [f"{V4} announce eor ipv4 unicast"]
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [f"{V6} announce eor ipv6 unicast"]
     harness.loop()
     assert harness.speaker.take() == [], "End-of-RIB is sent once"
 
@@ -210,6 +225,8 @@ def test_end_of_rib_follows_the_first_full_sync_s_routes_per_family_and_never_pr
 def test_a_session_coming_up_after_the_sync_gets_its_own_end_of_rib_only() -> None:
     harness = Harness(make_config(bgp={"graceful_restart": 120}))
     harness.list_everything(WEB)
+    harness.speaker.answer(True)
+    harness.loop()
     harness.speaker.take()
     harness.feed(NeighbourUp("192.0.2.5"))
     assert harness.speaker.take() == ["neighbor 192.0.2.5 announce eor ipv4 unicast"]
@@ -316,3 +333,126 @@ def test_after_lost_answers_the_announcer_rereads_what_exabgp_holds_and_sends_wh
     assert harness.speaker.take() == [QUERY, WEB_V6]
     harness.loop()
     assert harness.speaker.take() == [], "one re-read per resynchronisation"
+
+
+# --- ExaBGP refusing a line: what each peer holds, a peer that cannot take routes, End-of-RIB (issue #9) -----
+V4_NET = ipaddress.ip_network("198.51.100.10/32")
+API = service("api", ["198.51.100.11"])
+
+
+def alone(peer: str, prefix: str = "198.51.100.10/32") -> str:
+    return f"neighbor {peer} announce route {prefix} next-hop self"
+
+
+def test_a_refused_announce_stays_held_unknown_and_deleting_it_withdraws_it_where_exabgp_holds_it() -> None:
+    """ExaBGP refused the IPv4 line after the first peer took the route (the second could not): the prefix is not
+    forgotten but held with unknown attributes by both; the Service deleted, ExaBGP's adj-rib-out is read and
+    the route is withdrawn from the peer holding it, and from no other."""
+    harness = Harness()
+    harness.list_everything(WEB)
+    harness.speaker.take()
+    harness.speaker.answer(False, lambda line: line == WEB_V4)
+    harness.speaker.answer(True)
+    harness.handle_posted()
+    assert V4_NET in harness.announcer.announced, "refused, yet maybe held: not forgotten"
+    assert [harness.announcer.announced.of(V4_NET, peer) for peer in harness.announcer.peers[Family.IPV4]] == [
+        UNKNOWN_ATTRIBUTES,
+        UNKNOWN_ATTRIBUTES,
+    ]
+    harness.speaker.held = [held_line("192.0.2.1", "198.51.100.10/32"), held_line(V6.split()[1], "2001:db8:96::a/128")]
+    harness.feed(Changed(Resource.SERVICES, "DELETED", svc(WEB)))
+    lines = harness.speaker.take()
+    assert lines[0] == QUERY
+    assert sorted(lines[1:]) == sorted([
+        "neighbor 192.0.2.1 withdraw route 198.51.100.10/32 next-hop self",
+        f"{V6} withdraw route 2001:db8:96::a/128 next-hop self",
+    ])  # fmt: skip
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == []
+    assert harness.announcer.announced == {}
+
+
+def test_a_refused_line_goes_at_once_to_each_peer_alone_and_a_refusing_peer_never_holds_back_the_others() -> None:
+    """ExaBGP stops a line at the first peer it cannot resolve 'next-hop self' for (not connected yet, listed
+    first): the route goes at once to each peer alone; the healthy one takes it, and from then on gets every new
+    route in lines of its own at once, while the refusing one is retried on its own backoff, then rejoins the
+    bulk lines once it accepts."""
+    harness = Harness()
+    harness.list_everything(WEB)
+    harness.speaker.take()
+    harness.speaker.answer(False, lambda line: line == WEB_V4)
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [alone("192.0.2.1"), alone("192.0.2.5")], "at once, no backoff"
+    harness.speaker.answer(False, lambda line: line == alone("192.0.2.1"))
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == []
+    held = harness.announcer.announced
+    assert (held.of(V4_NET, ipaddress.ip_address("192.0.2.1")), held.of(V4_NET, ipaddress.ip_address("192.0.2.5"))) == (
+        UNKNOWN_ATTRIBUTES,
+        NO_ATTRIBUTES,
+    )
+    harness.feed(Changed(Resource.SERVICES, "ADDED", svc(API)))
+    assert harness.speaker.take() == [alone("192.0.2.5", "198.51.100.11/32")], "the healthy peer at once, alone"
+    harness.speaker.answer(True)
+    harness.now += 1.0
+    harness.loop()
+    assert harness.speaker.take() == [
+        "neighbor 192.0.2.1 announce attributes next-hop self nlri 198.51.100.10/32 198.51.100.11/32"
+    ]
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.announcer.announced == {V4_NET: NO_ATTRIBUTES, ipaddress.ip_network("198.51.100.11/32"):
+        NO_ATTRIBUTES, ipaddress.ip_network("2001:db8:96::a/128"): NO_ATTRIBUTES}  # fmt: skip
+    harness.feed(Changed(Resource.SERVICES, "ADDED", svc(service("db", ["198.51.100.12"]))))
+    assert harness.speaker.take() == [f"{V4} announce route 198.51.100.12/32 next-hop self"], "bulk again"
+
+
+def test_end_of_rib_waits_for_the_retry_of_what_the_first_sync_got_refused() -> None:
+    harness = Harness(make_config(bgp={"graceful_restart": 120}))
+    harness.list_everything(WEB)
+    harness.speaker.take()
+    harness.speaker.answer(False, lambda line: line == WEB_V6)
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [f"{V4} announce eor ipv4 unicast"], "the IPv6 route was refused: no EOR yet"
+    harness.now += 1.0
+    harness.loop()
+    assert harness.speaker.take() == [WEB_V6]
+    harness.loop()
+    assert harness.speaker.take() == [], "not before the retry is accepted"
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [f"{V6} announce eor ipv6 unicast"]
+
+
+def test_a_session_coming_up_gets_its_end_of_rib_only_after_its_retried_routes_are_accepted() -> None:
+    harness = Harness(make_config(bgp={"graceful_restart": 120}))
+    harness.list_everything(WEB)
+    harness.speaker.take()
+    harness.speaker.answer(False, lambda line: line == WEB_V6)
+    harness.speaker.answer(True)
+    harness.loop()
+    harness.speaker.take()
+    harness.feed(NeighbourUp("2001:db8::1"))
+    assert harness.speaker.take() == [WEB_V6], "the retry at once, the End-of-RIB not yet"
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [f"{V6} announce eor ipv6 unicast"]
+
+
+def test_a_peer_that_keeps_refusing_holds_back_no_other_peer_s_end_of_rib() -> None:
+    """The first IPv4 peer never connects: the second gets its routes alone and its End-of-RIB; the first none."""
+    harness = Harness(make_config(bgp={"graceful_restart": 120}))
+    harness.list_everything(WEB)
+    harness.speaker.take()
+    harness.speaker.answer(False, lambda line: line == WEB_V4)
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [alone("192.0.2.1"), alone("192.0.2.5"), f"{V6} announce eor ipv6 unicast"]
+    harness.speaker.answer(False, lambda line: line == alone("192.0.2.1"))
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == ["neighbor 192.0.2.5 announce eor ipv4 unicast"]
