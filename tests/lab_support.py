@@ -44,13 +44,15 @@ class LabKeeper:
     def __init__(self, prefix: str = TEST_PREFIX) -> None:
         self.prefix = prefix
         self.current: Lab | None = None
-        self._kind: tuple[str | None, Path | None] | None = None
+        self._kind: tuple[str | None, Path | None, Path | None] | None = None
         self.timings: list[dict[str, float]] = []
 
-    def get(self, announcer_command: str | None = None, seed_path: Path | None = None) -> Lab:
-        """A running lab with this API process and seed, reusing the current one when it matches."""
+    def get(
+        self, announcer_command: str | None = None, seed_path: Path | None = None, config_path: Path | None = None
+    ) -> Lab:
+        """A running lab with this API process, seed and configuration, reusing the current one when it matches."""
         require_lab_prerequisites()
-        kind = (announcer_command, seed_path)
+        kind = (announcer_command, seed_path, config_path)
         if self.current is not None and self._kind == kind:
             self.heal()
             return self.current
@@ -60,6 +62,7 @@ class LabKeeper:
             announcer_command=announcer_command,
             api_server=True,
             seed_path=seed_path,
+            **({} if config_path is None else {"config_path": config_path}),
             # The end-to-end tests read the announcer's commands from ExaBGP's log (one line per route).
             exabgp_environment={"exabgp.log.processes": "true"},
         )
