@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lab.frr import Family, frr_missing_reason
-from lab.lab import TEST_PREFIX, Lab
+from lab.lab import EXAMPLE_CONFIG, TEST_PREFIX, Lab
 
 # What the trivial API process announces: every node the cluster IPs, only node-a the load-balancer IPs.
 STATIC_ROUTES = ("198.51.100.10/32", "2001:db8:96::a/128", "198.51.100.128/32@node-a", "2001:db8:1b::1/128@node-a")
@@ -62,7 +62,7 @@ class LabKeeper:
             announcer_command=announcer_command,
             api_server=True,
             seed_path=seed_path,
-            **({} if config_path is None else {"config_path": config_path}),
+            config_path=EXAMPLE_CONFIG if config_path is None else config_path,
             # The end-to-end tests read the announcer's commands from ExaBGP's log (one line per route).
             exabgp_environment={"exabgp.log.processes": "true"},
         )
