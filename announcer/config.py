@@ -49,13 +49,20 @@ class PasswordSource(_Strict):
 
 
 def _no_zone_index(value: Any) -> Any:
-    """Refuse an IPv6 address with a zone index ('fe80::1%eth0'): ExaBGP does not accept it in this form."""
+    """Refuse an IPv6 address with a zone index ('fe80::1%eth0'): ExaBGP parses addresses with inet_pton, which
+    has no zone; a link-local peer is written as the address plus the peer's 'interface' key instead."""
     if isinstance(value, str) and "%" in value:
+        address, _, zone = value.partition("%")
         raise ValueError(
-            f"{value!r} has a zone index ('%...'), which ExaBGP does not accept; "
-            "peer over a global or unique-local address instead"
+            f"{value!r} has a zone index ('%...'), which ExaBGP does not accept (it reads addresses with "
+            f"inet_pton); write the address without it and name the link with the peer's interface key "
+            f"(address: {address}, interface: {zone})"
         )
     return value
+
+
+def _is_link_local(address: object) -> bool:
+    return isinstance(address, ipaddress.IPv6Address) and address.is_link_local
 
 
 PeerAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_no_zone_index)]
@@ -67,7 +74,7 @@ LocalAddress = Annotated[
 class Peer(_Strict):
     """One BGP peer. Its address decides its family: IPv4 peers get only /32s, IPv6 peers only /128s."""
 
-    address: PeerAddress = Field(description="The peer's address (no zone index).")
+    address: PeerAddress = Field(description="The peer's address (no zone index; a link-local one needs 'interface').")
     peer_as: Asn = Field(description="The peer's AS number.")
     local_address: LocalAddress = Field(
         default="auto",
@@ -78,10 +85,35 @@ class Peer(_Strict):
         default=False, description="Wait for the peer to connect instead of connecting; needs local_address."
     )
     password: PasswordSource | None = Field(default=None, description="TCP MD5 password source.")
+    # --- IPv6 link-local peers (issue #11 item 5) ---
+    interface: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,15}$",
+        description="The link to the peer (ExaBGP's source-interface, SO_BINDTODEVICE); required for an IPv6 "
+        "link-local address (fe80::/10), which is written without '%zone'.",
+    )
 
     @property
     def family(self) -> Family:
         return family_of(self.address)
+
+    @model_validator(mode="after")
+    def _link_local(self) -> Peer:
+        """A link-local peer needs its interface, and is only connected to (ExaBGP cannot listen on one)."""
+        if _is_link_local(self.address) and self.interface is None:
+            raise ValueError(
+                f"interface: required for the link-local address {self.address} (the kernel needs the link; "
+                "ExaBGP binds the socket to it with source-interface)"
+            )
+        if _is_link_local(self.local_address) and not _is_link_local(self.address):
+            raise ValueError("local_address: a link-local local_address needs a link-local peer address")
+        if _is_link_local(self.address) and self.passive:
+            raise ValueError(
+                "passive: ExaBGP 5.0 cannot listen for a link-local peer: its listener binds (local_address, port) "
+                "with no scope id and no device (reactor/listener.py, Listener._listen), which the kernel refuses "
+                "for a link-local address (EINVAL); leave passive false, ExaBGP connects out"
+            )
+        return self
 
     @model_validator(mode="after")
     def _same_family(self) -> Peer:
