@@ -101,7 +101,7 @@ def test_two_services_in_one_aggregate_give_one_prefix_that_leaves_only_after_bo
     cluster.apply(
         service("e2e-agg-a", ["198.51.100.10", "2001:db8:96::a"], external_ips=["198.51.100.70", "2001:db8:e::7"],
                 annotations=no_requirement),
-        service("e2e-agg-b", ["198.51.100.20", "2001:db8:96::b"], external_ips=["198.51.100.75"],
+        service("e2e-agg-b", ["198.51.100.20", "2001:db8:96::b"], external_ips=["198.51.100.75", "2001:db8:e::8"],
                 annotations=no_requirement),
         service("e2e-agg-local", ["2001:db8:96::c"], service_type="NodePort", external_traffic_policy="Local",
                 external_ips=["2001:db8:e::99"]),
