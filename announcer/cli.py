@@ -7,8 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from announcer.config import ConfigError
+from announcer.config import Config, ConfigError
 from announcer.config_load import load_config, read_passwords
+from announcer.policy import NodeView
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -20,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the ExaBGP API process: watch Kubernetes, stream commands on stdout")
     run.add_argument("--config", type=Path, required=True)
+    run.add_argument(
+        "--peer", action="append", help="only this configured peer (repeated; exabgp-conf writes one per peer)"
+    )
 
     conf = commands.add_parser("exabgp-conf", help="print the exabgp.conf for this configuration")
     conf.add_argument("--config", type=Path, required=True)
@@ -27,12 +31,14 @@ def _parser() -> argparse.ArgumentParser:
         "--config-path",
         help="the configuration path ExaBGP's process line names (default: --config as an absolute path)",
     )
+    _node_arguments(conf)
 
     env = commands.add_parser("exabgp-env", help="print ExaBGP's environment settings as shell assignments")
     env.add_argument("--config", type=Path, required=True)
 
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("--config", type=Path, required=True)
+    _node_arguments(check)
 
     render = commands.add_parser("render", help="show what a node would announce, and why not the rest")
     render.add_argument("--config", type=Path, required=True)
@@ -53,6 +59,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _node_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a node's labels come from for peer selection: given, a file, or (default, when needed) the API."""
+    parser.add_argument("--node", help="node name (default: from the configuration or NODE_NAME)")
+    parser.add_argument("--node-labels", help="this node's labels, 'k=v,k=v' (instead of reading the Node)")
+    parser.add_argument("--node-from-file", type=Path, help="this node's Node as 'kubectl get node NAME -o json'")
+
+
+def _node_for(config: Config, arguments: argparse.Namespace, *, from_api: bool) -> NodeView | None:
+    """The node peer selection is rendered for: from --node-labels, --node-from-file, else (from_api, and only if
+    the configuration selects by node) the API server's Node; None when nothing is selected by node."""
+    from announcer.exabgp_conf import needs_node
+    from announcer.node_source import node_from_api, node_from_file, node_from_labels
+
+    name = arguments.node or (config.node_name or "")
+    if arguments.node_labels is not None:
+        return node_from_labels(name or "(given labels)", arguments.node_labels)
+    if arguments.node_from_file is not None:
+        return node_from_file(arguments.node_from_file)
+    if from_api and needs_node(config):
+        return node_from_api(config, name or config.node)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the `announcer` console script and `python -m announcer`."""
     arguments = _parser().parse_args(argv)
@@ -61,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
         config = load_config(arguments.config)
         logging.getLogger().setLevel(config.log_level.upper())
         if arguments.command == "exabgp-conf":
-            from announcer.exabgp_conf import render_exabgp_conf
+            from announcer.exabgp_conf import for_node, render_exabgp_conf
 
             path = arguments.config_path or str(arguments.config.resolve())
+            config = for_node(config, _node_for(config, arguments, from_api=True))
             sys.stdout.write(render_exabgp_conf(config, path, read_passwords(config)))
             return EXIT_OK
         if arguments.command == "exabgp-env":
@@ -72,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
             sys.stdout.write(render_exabgp_env(config))
             return EXIT_OK
         if arguments.command == "check-config":
+            from announcer.exabgp_conf import explain_node, for_node
+
             read_passwords(config)
+            node = _node_for(config, arguments, from_api=False)
+            if node is not None:
+                sys.stdout.write(explain_node(config, node))
+                for_node(config, node)  # no peer for this node: an error naming it
             print(f"{arguments.config}: ok", file=sys.stderr)
             return EXIT_OK
         if arguments.command == "calico-resources":
@@ -86,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
 
             return render_main(config, arguments.node, arguments.from_file, arguments.output)
         from announcer.daemon import run_daemon
+        from announcer.node_source import only_peers
 
         config.node  # noqa: B018  (fails early, naming node_name, when it is unset)
-        return run_daemon(config)
+        return run_daemon(only_peers(config, arguments.peer))
     except ConfigError as error:
         print(f"announcer: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
-from announcer.policy import AddressRule, Policy
+from announcer.policy import AddressRule, NodeRule, Policy
 
 ENV_NODE_NAME = "NODE_NAME"
 ENV_ROUTER_ID = "ROUTER_ID"
@@ -85,6 +85,21 @@ class Peer(_Strict):
         default=False, description="Wait for the peer to connect instead of connecting; needs local_address."
     )
     password: PasswordSource | None = Field(default=None, description="TCP MD5 password source.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels (matchLabels: every pair must match) selecting the nodes that peer with it; "
+        "empty: every node.",
+    )
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, label in value.items():
+            check_label_key(key)
+            if not _LABEL_VALUE.fullmatch(label):
+                raise ValueError(f"{label!r} (of {key!r}) is not a label value")
+        return value
+
     # --- IPv6 link-local peers (issue #11 item 5) ---
     interface: str | None = Field(
         default=None,
@@ -142,6 +157,16 @@ class Bgp(_Strict):
         "after its first full sync.",
     )
     peers: list[Peer] = Field(min_length=1, description="Every BGP peer, each declared once.")
+    local_as_node_key: str | None = Field(
+        default=None,
+        description="A Node label (else annotation) key whose value, when set, is this node's AS instead of "
+        "local_as (per-rack AS numbers).",
+    )
+
+    @field_validator("local_as_node_key")
+    @classmethod
+    def _local_as_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_label_key(value)
 
     @field_validator("hold_time")
     @classmethod
@@ -430,6 +455,53 @@ class Metrics(_Strict):
         return self._address
 
 
+# --- node state (issue #11, item 1) ------------------------------------------------------------------------------
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+DEFAULT_WITHDRAW_LABEL = "bgp.announcer.io/withdraw"
+
+
+def check_label_key(key: str) -> str:
+    """A Kubernetes label key ('[prefix/]name'), or ValueError saying why not."""
+    prefix, _, name = key.rpartition("/")
+    if not _LABEL_NAME.fullmatch(name) or (prefix and not _is_dns_subdomain(prefix)):
+        raise ValueError(f"{key!r} is not a label key ([DNS-subdomain/]name, name up to 63 characters)")
+    return key
+
+
+class NodeState(_Strict):
+    """Withdrawing everything this node announces from its own Node object (each rule opt-in; needs get, list and
+    watch on nodes)."""
+
+    withdraw_on_label: bool = Field(
+        default=False, description="Withdraw everything while the Node carries withdraw_label (value not 'false')."
+    )
+    withdraw_label: str = Field(
+        default=DEFAULT_WITHDRAW_LABEL,
+        description="The label key withdraw_on_label reads (node.kubernetes.io/exclude-from-external-load-balancers "
+        "is possible, but Calico-mode clusters may set it on every node).",
+    )
+    withdraw_when_cordoned: bool = Field(
+        default=False,
+        description="Withdraw everything while the Node is cordoned (spec.unschedulable), before a drain.",
+    )
+    withdraw_when_not_ready: bool = Field(
+        default=False, description="Withdraw everything while the Node's Ready condition is not True."
+    )
+
+    @field_validator("withdraw_label")
+    @classmethod
+    def _withdraw_label(cls, value: str) -> str:
+        return check_label_key(value)
+
+    def rule(self) -> NodeRule:
+        return NodeRule(
+            withdraw_label=self.withdraw_label if self.withdraw_on_label else None,
+            withdraw_when_cordoned=self.withdraw_when_cordoned,
+            withdraw_when_not_ready=self.withdraw_when_not_ready,
+        )
+
+
 class Config(_Strict):
     """The whole announcer configuration."""
 
@@ -442,6 +514,7 @@ class Config(_Strict):
     watch: Watch = Field(default_factory=Watch)
     speaker: Speaker = Field(default_factory=Speaker)
     metrics: Metrics = Field(default_factory=Metrics)
+    node_state: NodeState = Field(default_factory=NodeState)
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level; logs go to stderr (stdout is ExaBGP's command pipe)."
     )
@@ -470,6 +543,7 @@ class Config(_Strict):
             service_cidrs=tuple(announce.service_cidrs),
             require_endpoints=announce.require_endpoints,
             aggregation=announce.aggregation.by_kind(),
+            node=self.node_state.rule(),
         )
 
     @property

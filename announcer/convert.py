@@ -21,6 +21,7 @@ from announcer.model import (
     parse_community,
     parse_large_community,
 )
+from announcer.policy import NODE_READY_UNKNOWN, NodeView
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 OPT_OUT = "opt-out"
@@ -350,11 +351,85 @@ def slice_view(obj: Mapping[str, object]) -> tuple[SliceView | None, list[Proble
     return view, problems
 
 
+# --- Nodes (issue #11): this node's labels, annotations, cordon and Ready condition --------------------------------
+_READY_STATUSES = ("True", "False", "Unknown")
+
+
+def node_key(obj: Mapping[str, object]) -> tuple[str, str]:
+    """('', name) of a Node (cluster-scoped), validated, or ObjectError."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping):
+        raise ObjectError("metadata: missing or not an object")
+    name = metadata.get("name")
+    if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise ObjectError(f"metadata.name: {_shown(name)} is not a node name")
+    return "", name
+
+
+def _string_map(value: object, field: str, where: str, problems: list[Problem]) -> dict[str, str]:
+    """A labels or annotations map; entries that are not string to string are named and dropped."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(Problem(where, field, "not an object; ignored"))
+        return {}
+    kept: dict[str, str] = {}
+    for key, item in value.items():
+        if isinstance(key, str) and isinstance(item, str):
+            kept[key] = item
+        else:
+            problems.append(Problem(where, f"{field}[{_shown(key)}]", f"{_shown(item)} is not a string; ignored"))
+    return kept
+
+
+def _ready(status: object, where: str, problems: list[Problem]) -> str:
+    """status.conditions[type=Ready].status; 'Unknown' when absent or malformed (named)."""
+    if status is None:
+        return NODE_READY_UNKNOWN
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    if conditions is None:
+        return NODE_READY_UNKNOWN
+    if not isinstance(conditions, list):
+        problems.append(Problem(where, "status.conditions", "must be a list; Ready taken as Unknown"))
+        return NODE_READY_UNKNOWN
+    for index, condition in enumerate(conditions[:MAX_LIST_ITEMS]):
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            value = condition.get("status")
+            if isinstance(value, str) and value in _READY_STATUSES:
+                return value
+            field = f"status.conditions[{index}].status"
+            problems.append(Problem(where, field, f"{_shown(value)} is not True, False or Unknown; Unknown used"))
+            return NODE_READY_UNKNOWN
+    return NODE_READY_UNKNOWN
+
+
+def node_view(obj: Mapping[str, object]) -> tuple[NodeView, list[Problem]]:
+    """The view of a Node: labels, annotations, spec.unschedulable and the Ready condition, each validated."""
+    _, name = node_key(obj)
+    where = f"Node {name}"
+    problems: list[Problem] = []
+    metadata = _metadata(obj)
+    labels = _string_map(metadata.get("labels"), "metadata.labels", where, problems)
+    annotations = _string_map(metadata.get("annotations"), "metadata.annotations", where, problems)
+    spec = obj.get("spec")
+    unschedulable = False
+    if spec is not None and not isinstance(spec, Mapping):
+        problems.append(Problem(where, "spec", "not an object; taken as schedulable"))
+    elif isinstance(spec, Mapping):
+        value = spec.get("unschedulable")
+        if isinstance(value, bool):
+            unschedulable = value
+        elif value is not None:
+            problems.append(Problem(where, "spec.unschedulable", f"{_shown(value)} is not a boolean; taken as false"))
+    return NodeView(name, labels, annotations, unschedulable, _ready(obj.get("status"), where, problems)), problems
+
+
 class ObjectKind(Enum):
     """The kinds of object the announcer reads."""
 
     SERVICE = "Service"
     ENDPOINT_SLICE = "EndpointSlice"
+    NODE = "Node"
 
 
 @dataclass(frozen=True)
@@ -368,7 +443,7 @@ class Converted:
 
     kind: ObjectKind
     key: tuple[str, str] | None
-    view: ServiceView | SliceView | None
+    view: ServiceView | SliceView | NodeView | None
     problems: tuple[Problem, ...] = ()
     error: str = ""
     unreadable: bool = False
@@ -379,10 +454,13 @@ def convert_object(kind: ObjectKind, obj: object, annotation_prefix: str) -> Con
     if not isinstance(obj, Mapping):
         return Converted(kind, None, None, (), f"{_shown(obj)[:40]} is not an object")
     try:
-        key = object_key(obj)
+        key = node_key(obj) if kind is ObjectKind.NODE else object_key(obj)
     except ObjectError as error:
         return Converted(kind, None, None, (), str(error))
     try:
+        if kind is ObjectKind.NODE:
+            node, problems = node_view(obj)
+            return Converted(kind, key, node, tuple(problems))
         if kind is ObjectKind.SERVICE:
             view, problems = service_view(obj, annotation_prefix)
             return Converted(kind, key, view, tuple(problems))

@@ -17,13 +17,25 @@ from types import FrameType
 from announcer.config import Config
 from announcer.convert import Converted, ObjectKind, converter
 from announcer.exabgp import ExaBgpPipe, PipeClosed
-from announcer.kube import Backoff, KubeApi, Resource, ResourceWatcher, WatchEvent, make_api_client
+from announcer.kube import (
+    Backoff,
+    KubeApi,
+    Resource,
+    ResourceWatcher,
+    WatchEvent,
+    make_api_client,
+    node_field_selector,
+)
 from announcer.metrics import DaemonMetrics
 from announcer.state import Announcer, LoopEvent, NeighbourUp, Wake
 
 log = logging.getLogger(__name__)
 
-KINDS = {Resource.SERVICES: ObjectKind.SERVICE, Resource.ENDPOINTSLICES: ObjectKind.ENDPOINT_SLICE}
+KINDS = {
+    Resource.SERVICES: ObjectKind.SERVICE,
+    Resource.ENDPOINTSLICES: ObjectKind.ENDPOINT_SLICE,
+    Resource.NODES: ObjectKind.NODE,
+}
 
 
 class StopSignals:
@@ -78,7 +90,11 @@ def _gather(events: queue.Queue[LoopEvent], first_wait: float, batch_delay: floa
 def _watchers(
     config: Config, api: KubeApi, sink: Callable[[WatchEvent[Converted]], None], stop: threading.Event
 ) -> list[ResourceWatcher[Converted]]:
-    """One watcher per resource, converting each object with convert.py as it reads it."""
+    """One watcher per resource, converting each object with convert.py as it reads it; this node's Node only when a
+    node-state rule is on."""
+    resources = [
+        resource for resource in Resource if resource is not Resource.NODES or config.node_state.rule().enabled
+    ]
     return [
         ResourceWatcher(
             resource,
@@ -87,12 +103,13 @@ def _watchers(
             stop,
             convert=converter(KINDS[resource], config.announce.annotation_prefix),
             label_selector=config.announce.service_label_selector if resource is Resource.SERVICES else "",
+            field_selector=node_field_selector(config.node) if resource is Resource.NODES else "",
             page_size=config.watch.page_size,
             watch_timeout=config.watch.watch_timeout,
             request_timeout=config.watch.request_timeout,
             backoff=Backoff(config.watch.backoff_initial, config.watch.backoff_max),
         )
-        for resource in Resource
+        for resource in resources
     ]
 
 

@@ -18,7 +18,7 @@ from announcer.model import (
     SliceView,
     family_of,
 )
-from announcer.policy import AddressRule, Policy
+from announcer.policy import AddressRule, NodeView, Policy, node_withdrawal
 
 ObjectKey = tuple[str, str]
 # Claims on aggregates come from the configuration, not from a Service; this key sorts before any Service.
@@ -190,6 +190,8 @@ class DesiredTable:
             if family_of(cidr) in policy.families
         )
         self._set_decision(CONFIG_CLAIMANT, Decision(wanted=aggregates))
+        self.node_view: NodeView | None = None  # this node's Node object; None: not (yet) known
+        self.node_reasons: tuple[str, ...] = ()  # why node state withdraws everything; () : it does not
 
     # --- reading -------------------------------------------------------------------------------------------
     def best(self, prefix: Prefix) -> Wanted | None:
@@ -201,6 +203,8 @@ class DesiredTable:
         return claims[claimant]
 
     def desired_attributes(self, prefix: Prefix) -> Attributes | None:
+        if self.node_reasons:
+            return None  # node state withdraws everything; the claims stay, so nothing is recomputed after
         best = self.best(prefix)
         return None if best is None else best.attributes
 
@@ -228,6 +232,16 @@ class DesiredTable:
             if view.serves:
                 anywhere.add(view.family)
         return frozenset(local), frozenset(anywhere)
+
+    # --- node state (issue #11): one switch over the whole table, no Service decision recomputed -------------
+    def set_node(self, view: NodeView | None) -> None:
+        """This node's Node object (None: unknown or deleted, which withdraws nothing); every prefix becomes dirty
+        when the node-level withdrawal starts or ends."""
+        self.node_view = view
+        reasons = node_withdrawal(view, self.policy.node)
+        if bool(reasons) != bool(self.node_reasons):
+            self._dirty.update(self.claims)
+        self.node_reasons = reasons
 
     # --- writing -------------------------------------------------------------------------------------------
     def upsert_service(self, view: ServiceView) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 import sys
 
-from announcer.config import Config, Peer
+from announcer.config import Config, ConfigError, Peer
+from announcer.policy import NodeView, selector_matches
 
 PROCESS_NAME = "announcer"
 
@@ -32,7 +33,11 @@ DEFAULT_ENVIRONMENT: dict[str, str] = {
 def announcer_command(config: Config, config_path: str) -> str:
     """The command line ExaBGP runs as its API process."""
     base = config.speaker.announcer_command or f"{shlex.quote(sys.executable)} -m announcer"
-    return f"{base} run --config {shlex.quote(config_path)}"
+    command = f"{base} run --config {shlex.quote(config_path)}"
+    if needs_node(config):  # the peers this node's exabgp.conf holds, so the process commands exactly these
+        # One option per peer: ExaBGP's configuration parser splits a 'run' line at commas.
+        command += "".join(f" --peer {peer.address}" for peer in config.bgp.peers)
+    return command
 
 
 def _neighbour_block(config: Config, peer: Peer, password: str | None) -> list[str]:
@@ -87,6 +92,55 @@ def render_exabgp_conf(config: Config, config_path: str, passwords: dict[str, st
     for peer in config.bgp.peers:
         lines.append("")
         lines += _neighbour_block(config, peer, secrets.get(str(peer.address)))
+    return "\n".join(lines) + "\n"
+
+
+# --- peers per node (issue #11, item 3) ---------------------------------------------------------------------------
+def needs_node(config: Config) -> bool:
+    """Whether rendering for a node needs its labels: a peer has a node selector, or the AS comes from the Node."""
+    return config.bgp.local_as_node_key is not None or any(peer.node_selector for peer in config.bgp.peers)
+
+
+def node_local_as(config: Config, node: NodeView) -> int:
+    """The node's AS from its label (else annotation) local_as_node_key, or bgp.local_as; ConfigError naming both."""
+    key = config.bgp.local_as_node_key
+    if key is None:
+        return config.bgp.local_as
+    where = "label" if key in node.labels else "annotation"
+    text = node.labels.get(key, node.annotations.get(key))
+    if text is None:
+        return config.bgp.local_as
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= 4_294_967_295):
+        raise ConfigError(f"Node {node.name}: {where} {key}: {text[:40]!r} is not an AS number from 1 to 4294967295")
+    return int(text)
+
+
+def selected_peers(config: Config, node: NodeView) -> list[Peer]:
+    """The peers whose node_selector matches this node's labels (matchLabels), in configuration order."""
+    return [peer for peer in config.bgp.peers if selector_matches(peer.node_selector, node.labels)]
+
+
+def for_node(config: Config, node: NodeView | None) -> Config:
+    """The configuration as this node uses it: only its selected peers, its own AS. Unchanged without a node (the
+    configuration selects nothing by node); ConfigError if no peer selects the node."""
+    if node is None:
+        return config
+    peers = selected_peers(config, node)
+    if not peers:
+        raise ConfigError(f"bgp.peers: no peer's node_selector matches Node {node.name} (labels {dict(node.labels)})")
+    bgp = config.bgp.model_copy(update={"peers": peers, "local_as": node_local_as(config, node)})
+    return config.model_copy(update={"bgp": bgp})
+
+
+def explain_node(config: Config, node: NodeView) -> str:
+    """check-config's answer for one node: its AS and, for every peer, whether it peers with it and why."""
+    lines = [f"node {node.name}: local-as {node_local_as(config, node)}"]
+    for peer in config.bgp.peers:
+        selector = ",".join(f"{key}={value}" for key, value in sorted(peer.node_selector.items())) or "(every node)"
+        chosen = selector_matches(peer.node_selector, node.labels)
+        lines.append(f"  {'peer   ' if chosen else 'skip   '} {peer.address} as {peer.peer_as}  selector {selector}")
+    if not selected_peers(config, node):
+        lines.append("  error: no peer selects this node")
     return "\n".join(lines) + "\n"
 
 

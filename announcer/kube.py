@@ -1,4 +1,4 @@
-"""List+watch of Services and EndpointSlices with the official client: typed events, pagination, resume, backoff."""
+"""List+watch of Services, EndpointSlices and this Node with the official client: typed events, paging, resume."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import urllib3
 log = logging.getLogger(__name__)
 
 HTTP_GONE = 410
+HTTP_NOT_FOUND = 404
 T = TypeVar("T")
 
 
@@ -27,6 +28,7 @@ class Resource(Enum):
 
     SERVICES = "services"
     ENDPOINTSLICES = "endpointslices"
+    NODES = "nodes"  # only this node's own, by field selector (issue #11)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,12 @@ class _ListCall(Protocol):
     ) -> _Response: ...
 
 
+class _ReadCall(Protocol):
+    """A read (GET one object) call of the official client, asked for the raw response."""
+
+    def __call__(self, name: str, *, _preload_content: bool, _request_timeout: float) -> _Response: ...
+
+
 class KubeApi:
     """The official client's list calls for the two resources, as typed requests returning raw responses."""
 
@@ -111,20 +119,44 @@ class KubeApi:
         self._calls: dict[Resource, _ListCall] = {
             Resource.SERVICES: cast(_ListCall, core.list_service_for_all_namespaces),
             Resource.ENDPOINTSLICES: cast(_ListCall, discovery.list_endpoint_slice_for_all_namespaces),
+            Resource.NODES: cast(_ListCall, core.list_node),
         }
+        self._read_node = cast(_ReadCall, core.read_node)
 
     def request(
         self,
         resource: Resource,
         *,
         label_selector: str = "",
+        field_selector: str = "",
         timeout: float | tuple[float, float],
         **arguments: str | int | bool,
     ) -> _Response:
         """One list or watch request; the body is read by the caller (never deserialised by the client)."""
         if label_selector:
             arguments["label_selector"] = label_selector
+        if field_selector:
+            arguments["field_selector"] = field_selector
         return self._calls[resource](_preload_content=False, _request_timeout=timeout, **arguments)
+
+    def read_node(self, name: str, timeout: float) -> object | None:
+        """One Node as raw JSON (GET), or None if the API server answers 404 (no such Node)."""
+        try:
+            response = self._read_node(name, _preload_content=False, _request_timeout=timeout)
+        except kubernetes.client.ApiException as error:
+            if error.status == HTTP_NOT_FOUND:
+                return None
+            raise
+        try:
+            document: object = json.loads(response.data)
+        finally:
+            response.release_conn()
+        return document
+
+
+def node_field_selector(node: str) -> str:
+    """The field selector that lists and watches only this node's Node object."""
+    return f"metadata.name={node}"
 
 
 def make_api_client(kubeconfig: Path | None) -> object:
@@ -160,6 +192,7 @@ def list_pages(
     resource: Resource,
     *,
     label_selector: str = "",
+    field_selector: str = "",
     page_size: int = 500,
     request_timeout: float = 30.0,
 ) -> Iterator[Page]:
@@ -173,7 +206,13 @@ def list_pages(
         arguments: dict[str, str | int | bool] = {"limit": page_size}
         if token:
             arguments["_continue"] = token
-        response = api.request(resource, label_selector=label_selector, timeout=request_timeout, **arguments)
+        response = api.request(
+            resource,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            timeout=request_timeout,
+            **arguments,
+        )
         try:
             document: object = json.loads(response.data)
         finally:
@@ -240,6 +279,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
         *,
         convert: Callable[[object], T],
         label_selector: str = "",
+        field_selector: str = "",
         page_size: int = 500,
         watch_timeout: int = 300,
         request_timeout: float = 30.0,
@@ -252,6 +292,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
         self.convert = convert  # applied as each object is read: a page's raw JSON is dropped at once
         self.stop_event = stop
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.page_size = page_size
         self.watch_timeout = watch_timeout
         self.request_timeout = request_timeout
@@ -317,6 +358,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             self.api,
             self.resource,
             label_selector=self.label_selector,
+            field_selector=self.field_selector,
             page_size=self.page_size,
             request_timeout=self.request_timeout,
         ):
@@ -336,6 +378,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
         response = self.api.request(
             self.resource,
             label_selector=self.label_selector,
+            field_selector=self.field_selector,
             timeout=(self.request_timeout, self.watch_timeout + self.request_timeout),
             watch=True,
             resource_version=self.resource_version or "",

@@ -19,6 +19,53 @@ class AddressRule:
         return any(address.version == network.version and address in network for network in self.allowlist)
 
 
+# --- node state and per-node peers (issue #11, items 1 and 3) ---------------------------------------------------
+NODE_READY_UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """This node's Node object, as the decision reads it (convert.py builds it from validated fields)."""
+
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    unschedulable: bool = False
+    ready: str = NODE_READY_UNKNOWN  # status.conditions[type=Ready].status: 'True', 'False' or 'Unknown'
+
+
+@dataclass(frozen=True)
+class NodeRule:
+    """When this node withdraws everything it announces (each opt-in; all off: the Node is not even read)."""
+
+    withdraw_label: str | None = None  # a label key: present with any value but 'false' withdraws
+    withdraw_when_cordoned: bool = False
+    withdraw_when_not_ready: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.withdraw_label is not None or self.withdraw_when_cordoned or self.withdraw_when_not_ready
+
+
+def node_withdrawal(node: NodeView | None, rule: NodeRule) -> tuple[str, ...]:
+    """Why this node withdraws everything ('' reasons: it does not). An unknown or missing Node withdraws nothing."""
+    if node is None:
+        return ()
+    reasons: list[str] = []
+    if rule.withdraw_label is not None and node.labels.get(rule.withdraw_label, "false") != "false":
+        reasons.append(f"nodeLabel({rule.withdraw_label})")
+    if rule.withdraw_when_cordoned and node.unschedulable:
+        reasons.append("nodeCordoned")
+    if rule.withdraw_when_not_ready and node.ready != "True":
+        reasons.append(f"nodeNotReady({node.ready})")
+    return tuple(reasons)
+
+
+def selector_matches(match_labels: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Kubernetes matchLabels semantics: every pair present with the same value (an empty selector matches all)."""
+    return all(labels.get(key) == value for key, value in match_labels.items())
+
+
 @dataclass(frozen=True)
 class Policy:
     """The parts of the configuration the decision reads, resolved once (no pydantic, no file, no environment)."""
@@ -30,6 +77,7 @@ class Policy:
     load_balancer_ips: AddressRule
     attributes: Mapping[Kind, Attributes]
     service_cidrs: tuple[Prefix, ...]
+    node: NodeRule = NodeRule()
     # No endpoint anywhere: Cluster-policy addresses of a family without a ready/serving endpoint are not announced.
     require_endpoints: bool = False
     # Aggregation: per kind and family, the prefix length Cluster-policy addresses are announced at.

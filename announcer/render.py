@@ -14,6 +14,7 @@ from announcer.config import Config, ConfigError
 from announcer.convert import Converted, ObjectKind, convert_object
 from announcer.desired import DesiredTable
 from announcer.model import Problem, ServiceView, SliceView, family_of
+from announcer.policy import NodeView
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,10 @@ def build_table(config: Config, node: str, objects: Iterable[Converted]) -> tupl
             problems.append(f"{item.kind.value} ignored: {item.error}")
             continue
         problems.extend(item.problems)
-        if isinstance(item.view, ServiceView):
+        if isinstance(item.view, NodeView):
+            if item.view.name == node:
+                table.set_node(item.view)  # other nodes' Nodes (a whole 'kubectl get nodes') are not this node
+        elif isinstance(item.view, ServiceView):
             services.append(item.view)
         elif isinstance(item.view, SliceView):
             slices.append(item.view)
@@ -62,6 +66,10 @@ def rows(config: Config, table: DesiredTable) -> list[Row]:
         owner = f"{namespace}/{name}" if namespace else "(config)"
         for wanted in decision.wanted:
             family = family_of(wanted.prefix)
+            if table.node_reasons:  # node state withdraws everything: the node-level reason on every row
+                reason = "node: " + ", ".join(table.node_reasons)
+                skipped.append(Row(family.label, str(wanted.prefix), wanted.kind.value, owner, False, reason, "-"))
+                continue
             announced.append(
                 Row(
                     family.label,
@@ -106,7 +114,7 @@ _KINDS = {kind.value: kind for kind in ObjectKind}
 
 
 def _objects_from_file(config: Config, path: Path) -> list[Converted]:
-    """The Services and EndpointSlices of 'kubectl get services,endpointslices -A -o json' output, converted."""
+    """The Services, EndpointSlices (and Nodes) of 'kubectl get services,endpointslices,nodes -A -o json' output."""
     try:
         document: object = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -122,12 +130,14 @@ def _objects_from_file(config: Config, path: Path) -> list[Converted]:
     ]
 
 
-def _objects_from_cluster(config: Config) -> list[Converted]:
+def _objects_from_cluster(config: Config, node: str) -> list[Converted]:
     """Both resources, listed page by page with timeouts by the routine the daemon's watchers use."""
-    from announcer.kube import KubeApi, Resource, list_pages, make_api_client
+    from announcer.kube import KubeApi, Resource, list_pages, make_api_client, node_field_selector
 
     api = KubeApi(make_api_client(config.watch.kubeconfig))
     kinds = {Resource.SERVICES: ObjectKind.SERVICE, Resource.ENDPOINTSLICES: ObjectKind.ENDPOINT_SLICE}
+    if config.node_state.rule().enabled:
+        kinds[Resource.NODES] = ObjectKind.NODE
     objects: list[Converted] = []
     for resource, kind in kinds.items():
         selector = config.announce.service_label_selector if resource is Resource.SERVICES else ""
@@ -135,6 +145,7 @@ def _objects_from_cluster(config: Config) -> list[Converted]:
             api,
             resource,
             label_selector=selector,
+            field_selector=node_field_selector(node) if resource is Resource.NODES else "",
             page_size=config.watch.page_size,
             request_timeout=config.watch.request_timeout,
         ):
@@ -145,14 +156,22 @@ def _objects_from_cluster(config: Config) -> list[Converted]:
 def render_main(config: Config, node: str | None, from_file: Path | None, output: str) -> int:
     """The `render` command."""
     node_name = node or config.node
-    objects = _objects_from_file(config, from_file) if from_file is not None else _objects_from_cluster(config)
+    objects = (
+        _objects_from_file(config, from_file) if from_file is not None else _objects_from_cluster(config, node_name)
+    )
     table, problems = build_table(config, node_name, objects)
     for problem in problems:
         log.warning("%s", problem)
     table_rows = rows(config, table)
     if output == "json":
-        json.dump({"node": node_name, "rows": [row.__dict__ for row in table_rows]}, sys.stdout, indent=2)
+        document = {
+            "node": node_name,
+            "node_withdrawn": list(table.node_reasons),
+            "rows": [row.__dict__ for row in table_rows],
+        }
+        json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(f"node {node_name}\n{format_table(table_rows)}\n")
+        state = f": everything withdrawn by node state ({', '.join(table.node_reasons)})" if table.node_reasons else ""
+        sys.stdout.write(f"node {node_name}{state}\n{format_table(table_rows)}\n")
     return 0

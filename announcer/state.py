@@ -19,6 +19,7 @@ from announcer.convert import Converted, ObjectKind
 from announcer.desired import DesiredTable, ObjectKey
 from announcer.kube import Backoff, Changed, ListPage, Relisted, Resource, WatchEvent
 from announcer.model import Attributes, Family, IPAddress, Prefix, Problem, ServiceView, SliceView
+from announcer.policy import NodeView
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
     Action,
@@ -132,6 +133,10 @@ class Announcer:
 
     def _relisted(self, event: Relisted[Converted]) -> None:
         """The whole list (its pages already applied): whatever it no longer holds goes."""
+        if event.resource is Resource.NODES:  # this node's Node: listed but absent withdraws nothing
+            if not any(isinstance(item.view, NodeView) for item in event.objects):
+                self._node(None)
+            return
         if event.resource is Resource.SERVICES:
             self.table.replace_services(item.view for item in event.objects if isinstance(item.view, ServiceView))
         else:
@@ -150,7 +155,9 @@ class Announcer:
             self._guarded(item, self._upsert)
 
     def _upsert(self, item: Converted) -> None:
-        if isinstance(item.view, ServiceView):
+        if isinstance(item.view, NodeView):
+            self._node(item.view)
+        elif isinstance(item.view, ServiceView):
             self.table.upsert_service(item.view)
         elif isinstance(item.view, SliceView):
             self.table.upsert_slice(item.view)
@@ -160,10 +167,24 @@ class Announcer:
     def _delete(self, item: Converted) -> None:
         if item.key is None:
             return
-        if item.kind is ObjectKind.SERVICE:
+        if item.kind is ObjectKind.NODE:
+            self._node(None)
+        elif item.kind is ObjectKind.SERVICE:
             self.table.delete_service(item.key)
         else:
             self.table.delete_slice(item.key)
+
+    def _node(self, view: NodeView | None) -> None:
+        """This node's Node object changed (None: missing or deleted); logs when node state starts or ends."""
+        before = self.table.node_reasons
+        self.table.set_node(view)
+        after = self.table.node_reasons
+        if view is None:
+            log.warning("Node %s is missing: node state withdraws nothing while it is", self.table.node)
+        if after and not before:
+            log.info("node state: withdrawing everything this node announces (%s)", ", ".join(after))
+        elif before and not after:
+            log.info("node state: announcing again (was withdrawn for %s)", ", ".join(before))
 
     def _guarded(self, item: Converted, apply: Callable[[Converted], None]) -> None:
         """Apply one object; if that fails (a bug, or a shape nothing foresaw), log it naming the object, skip it,

@@ -37,6 +37,9 @@ DEFAULT_NODES = ("node-a", "node-b")
 # The fixed address plan, shared with docker-compose.yml and frr.conf.
 ROUTER_IPV4 = "192.0.2.1"
 ROUTER_IPV6 = "2001:db8::1"
+# The second top-of-rack router of the ToR-per-rack topology (rack_tors): node-b's rack.
+ROUTER2_IPV4 = "192.0.2.3"
+ROUTER2_IPV6 = "2001:db8::3"
 NODE_IPV4 = ("192.0.2.11", "192.0.2.12")
 NODE_IPV6 = ("2001:db8::11", "2001:db8::12")
 # The root namespace joins the lab over HOST_NETWORK only, never 192.0.2.0/24 (this machine's own uplink may sit
@@ -99,6 +102,26 @@ class LabNode:
 
     def address(self, family: Family) -> str:
         return self.ipv4 if family == "ipv4" else self.ipv6
+
+
+@dataclass(frozen=True)
+class Tor:
+    """A top-of-rack FRR router: its name (namespace suffix), addresses, frr.conf and the nodes that peer with it."""
+
+    name: str
+    ipv4: str
+    ipv6: str
+    frr_config: Path
+    nodes: tuple[str, ...]
+
+
+def rack_tors() -> tuple[Tor, ...]:
+    """ToR per rack: node-a peers with 'router' (AS 64512, rack1), node-b with 'router2' (AS 64514, rack2)."""
+    files = Path(__file__).resolve().parent / "files"
+    return (
+        Tor("router", ROUTER_IPV4, ROUTER_IPV6, files / "frr-rack1.conf", ("node-a",)),
+        Tor("router2", ROUTER2_IPV4, ROUTER2_IPV6, files / "frr-rack2.conf", ("node-b",)),
+    )
 
 
 def node_names_by_address(nodes: Sequence[str] = DEFAULT_NODES) -> dict[str, str]:
@@ -188,12 +211,14 @@ class Lab:
         frr_config: Path = FRR_CONF,
         state_dir: Path = STATE_DIR,
         exabgp_environment: dict[str, str] | None = None,
+        tors: Sequence[Tor] | None = None,
     ) -> None:
         if not prefix or not all(character.isalnum() or character == "-" for character in prefix):
             raise ValueError(f"prefix {prefix!r}: use letters, digits and '-'")
         if not 1 <= len(nodes) <= len(NODE_IPV4):
             raise ValueError(f"nodes: between 1 and {len(NODE_IPV4)} (frr.conf peers with {', '.join(NODE_IPV4)})")
-        longest = max([*nodes, "router", "host", "lan"], key=len)
+        self.tors = tuple(tors) if tors else (Tor("router", ROUTER_IPV4, ROUTER_IPV6, frr_config, tuple(nodes)),)
+        longest = max([*nodes, *(tor.name for tor in self.tors), "host", "lan"], key=len)
         if len(prefix + longest) > MAX_INTERFACE_NAME:
             raise ValueError(f"prefix {prefix!r} with {longest!r} exceeds {MAX_INTERFACE_NAME} characters")
         self.prefix = prefix
@@ -207,7 +232,7 @@ class Lab:
         self._state_dir = state_dir
         self.run_dir = run_dir or Path(tempfile.gettempdir()) / f"announcer-lab-{prefix.rstrip('-')}-unstarted"
         self.lan_namespace = f"{prefix}lan"
-        self.router_namespace = f"{prefix}router"
+        self.router_namespace = f"{prefix}{self.tors[0].name}"
         self.host_link = f"{prefix}host"
         self.nodes = {
             name: LabNode(name, f"{prefix}{name}", NODE_IPV4[index], NODE_IPV6[index], self.run_dir / name)
@@ -215,7 +240,8 @@ class Lab:
         }
         self.state: LabState | None = None
         self._address_lock: TextIO | None = None
-        self.router: FrrRouter | None = None
+        self.router: FrrRouter | None = None  # the first ToR's (the only one unless tors says otherwise)
+        self.routers: dict[str, FrrRouter] = {}
         self.api: Any = None
         self.timings: dict[str, float] = {}
         self._exabgp: dict[str, ProcessRecord] = {}
@@ -334,11 +360,12 @@ class Lab:
         """Namespaces, the bridge, one veth per member, addresses; the root namespace as 203.0.113.254/28."""
         state = self._require_state()
         bridge = "br0"
-        for namespace in [self.lan_namespace, self.router_namespace, *(n.namespace for n in self.nodes.values())]:
+        tor_namespaces = [f"{self.prefix}{tor.name}" for tor in self.tors]
+        for namespace in [self.lan_namespace, *tor_namespaces, *(n.namespace for n in self.nodes.values())]:
             netns.create_namespace(namespace)
             state.add_namespace(namespace)
         netns.add_bridge(self.lan_namespace, bridge)
-        members = [(self.router_namespace, "router", ROUTER_IPV4, ROUTER_IPV6)]
+        members = [(f"{self.prefix}{tor.name}", tor.name, tor.ipv4, tor.ipv6) for tor in self.tors]
         members += [(node.namespace, node.name, node.ipv4, node.ipv6) for node in self.nodes.values()]
         for namespace, port, ipv4, ipv6 in members:
             netns.add_veth_pair(LAN_INTERFACE, namespace, port, self.lan_namespace)
@@ -375,17 +402,21 @@ class Lab:
         return server
 
     def start_frr(self) -> FrrRouter:
-        """Start zebra and bgpd in the router namespace (runtime folder RUN_DIR/frr)."""
+        """Start zebra and bgpd in each ToR's namespace (runtime folder RUN_DIR/frr, RUN_DIR/frr-NAME for more)."""
         state = self._require_state()
-        self.router = FrrRouter(
-            self.router_namespace,
-            self.run_dir / "frr",
-            self.frr_config,
-            on_start=state.add_process,
-            on_stop=state.remove_process,
-        )
-        self.router.start()
-        return self.router
+        for index, tor in enumerate(self.tors):
+            router = FrrRouter(
+                f"{self.prefix}{tor.name}",
+                self.run_dir / ("frr" if index == 0 else f"frr-{tor.name}"),
+                self.frr_config if index == 0 and len(self.tors) == 1 else tor.frr_config,
+                on_start=state.add_process,
+                on_stop=state.remove_process,
+            )
+            self.routers[tor.name] = router
+            if index == 0:
+                self.router = router
+            router.start()
+        return self.frr()
 
     # ExaBGP per node
 
@@ -546,16 +577,21 @@ class Lab:
 
     # FRR
 
-    def frr(self) -> FrrRouter:
-        """The running router."""
-        if self.router is None:
+    def frr(self, tor: str | None = None) -> FrrRouter:
+        """The running router (the first ToR's, or the named one's)."""
+        router = self.router if tor is None else self.routers.get(tor)
+        if router is None:
             raise RuntimeError("FRR is not running (call up() first)")
-        return self.router
+        return router
 
-    def peers(self, family: Family | None = None) -> list[str]:
-        """The node addresses FRR peers with (one family or both)."""
+    def _tor(self, name: str | None) -> Tor:
+        return self.tors[0] if name is None else next(tor for tor in self.tors if tor.name == name)
+
+    def peers(self, family: Family | None = None, tor: str | None = None) -> list[str]:
+        """The node addresses a ToR (the first unless named) peers with (one family or both)."""
         families = FAMILIES if family is None else (family,)
-        return [node.address(each) for node in self.nodes.values() for each in families]
+        names = self._tor(tor).nodes
+        return [node.address(each) for node in self.nodes.values() if node.name in names for each in families]
 
     def sessions(self) -> dict[str, str]:
         """FRR's BGP state per node address."""
@@ -563,16 +599,19 @@ class Lab:
         return {peer: states.get(peer, "unknown") for peer in self.peers()}
 
     def wait_established(self, timeout: float = 60.0) -> float:
-        """Wait until every session (IPv4 and IPv6 per node) is Established; return the seconds waited."""
-        return self.frr().wait_established(self.peers(), timeout)
+        """Wait until every session (IPv4 and IPv6 per node, on every ToR) is Established; return the seconds."""
+        started = time.monotonic()
+        for tor in self.tors:
+            self.frr(tor.name).wait_established(self.peers(tor=tor.name), timeout)
+        return time.monotonic() - started
 
     def clear_bgp(self, neighbor: str = "*") -> None:
         """`clear bgp *` (or one neighbour) on FRR."""
         self.frr().clear_bgp(neighbor)
 
-    def rib(self, family: Family) -> dict[str, dict[str, list[str]]]:
-        """FRR's valid BGP routes of one family per neighbour: {neighbour: {prefix: [next-hops]}}."""
-        return rib_by_peer(self.frr().bgp_table(family))
+    def rib(self, family: Family, tor: str | None = None) -> dict[str, dict[str, list[str]]]:
+        """FRR's valid BGP routes of one family per neighbour: {neighbour: {prefix: [next-hops]}} (first ToR's)."""
+        return rib_by_peer(self.frr(tor).bgp_table(family))
 
     def routes(self, family: Family) -> dict[str, list[str]]:
         """FRR's valid routes of one family: {prefix: sorted next-hops over every neighbour}."""
@@ -629,9 +668,10 @@ class Lab:
                 self.stop_exabgp(name, timeout=5.0)
             except Exception as error:  # keep tearing down whatever fails
                 notes.append(f"stopping ExaBGP on {name} failed: {error}")
-        if self.router is not None:
-            self.router.stop()
-            self.router = None
+        for router in self.routers.values():
+            router.stop()
+        self.routers = {}
+        self.router = None
         if self.api is not None:
             try:
                 self.api.stop()

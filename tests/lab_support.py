@@ -172,3 +172,17 @@ def wait_for_routes(
         if time.monotonic() > deadline:
             pytest.fail(f"{family} routes: wanted {wanted} within {timeout:.0f} s, FRR has {routes}", pytrace=False)
         time.sleep(0.2)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of the running processes (but this one) that mention `text`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                command_line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in command_line and int(proc.name) != os.getpid():
+                found.append(command_line)
+    return found

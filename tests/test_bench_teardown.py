@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from bench.daemons import DaemonFailed, DaemonWatch
 from bench.lab_env import PREFIX, BenchLab
 from bench.scenarios import BirdReference
 from lab import netns
-from tests.lab_support import require_lab_prerequisites
+from tests.lab_support import processes_mentioning, require_lab_prerequisites
 
 pytestmark = pytest.mark.lab
 
@@ -49,19 +48,6 @@ def require_bird() -> None:
     reason = ensure_bird()
     if reason is not None:
         pytest.fail(reason, pytrace=False)
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                command_line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in command_line and int(proc.name) != os.getpid():
-                found.append(command_line)
-    return found
 
 
 def leftovers(workdir: Path) -> dict[str, list[str]]:

@@ -145,13 +145,16 @@ def granted(role: dict[str, Any]) -> set[Grant]:
 
 
 # --- tests: RBAC -------------------------------------------------------------------------------------------------
-def test_the_code_lists_and_watches_services_and_endpointslices_and_nothing_else() -> None:
+def test_the_code_lists_and_watches_services_and_endpointslices_and_reads_nodes_and_nothing_else() -> None:
     """The scan itself: if the code starts calling something new, this and the next test say so."""
     assert grants_the_code_uses() == {
         ("", "services", "list"),
         ("", "services", "watch"),
         ("discovery.k8s.io", "endpointslices", "list"),
         ("discovery.k8s.io", "endpointslices", "watch"),
+        ("", "nodes", "get"),
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
     }
 
 

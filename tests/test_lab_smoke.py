@@ -17,7 +17,7 @@ import pytest
 
 from lab import frr, netns
 from lab.lab import API_ADDRESS, API_URL, HOST_NETWORK, NODE_HOST_IPV4, Lab
-from tests.lab_support import STATIC_ROUTES, LabKeeper, static_api_command, wait_for_rib_equal
+from tests.lab_support import STATIC_ROUTES, LabKeeper, processes_mentioning, static_api_command, wait_for_rib_equal
 
 pytestmark = pytest.mark.lab
 
@@ -199,15 +199,7 @@ def test_down_leaves_no_namespace_link_address_or_process_behind(lab_keeper: Lab
         assert netns.links_with_prefix(static_lab.prefix) == []
         assert netns.root_uses_of_network(HOST_NETWORK, "") == []
         assert not state_file.exists()
-        ours = []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    command_line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    continue
-                if str(static_lab.run_dir) in command_line:
-                    ours.append(command_line)
+        ours = processes_mentioning(str(static_lab.run_dir))
         assert ours == [], json.dumps(ours, indent=1)
     finally:
         static_lab.release_lock()

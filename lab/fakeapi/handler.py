@@ -53,6 +53,11 @@ class Backend:
     go_unreachable: Callable[[float | None, socket.socket | None], None]  # (seconds, connection to spare)
 
 
+def _scope(resource: Resource, namespace: str | None) -> str:
+    """The namespace an object is stored under: '' for a cluster-scoped resource."""
+    return (namespace or DEFAULT_NAMESPACE) if resource.namespaced else ""
+
+
 def _query_int(query: Mapping[str, str], name: str) -> int:
     text = query.get(name) or "0"
     try:
@@ -203,12 +208,15 @@ class RequestHandler(BaseHTTPRequestHandler):
     ) -> None:
         method = self.command
         category: RequestCategory
-        if name is not None and namespace is None:
+        scoped = namespace is not None or not resource.namespaced  # a path that names one object's scope
+        if (name is not None and not scoped) or (namespace is not None and not resource.namespaced):
             raise ApiError(404, "the server could not find the requested resource")
+        if not resource.namespaced:
+            namespace = ""  # cluster-scoped objects are stored under the namespace ""
         if method == "GET":
             category = "watch" if _query_flag(query, "watch") else "list" if name is None else "get"
-        elif (method == "POST" and namespace is not None and name is None) or (
-            method in ("PUT", "DELETE") and namespace is not None and name is not None
+        elif (method == "POST" and scoped and name is None) or (
+            method in ("PUT", "DELETE") and scoped and name is not None
         ):
             category = "write"
         else:
@@ -231,12 +239,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             backend.counters.count_list_served(resource)
             self._send_bytes(200, body)
         elif category == "get":
-            stored = backend.store.get(resource, namespace or DEFAULT_NAMESPACE, name or "")
+            stored = backend.store.get(resource, _scope(resource, namespace), name or "")
             if stored is None:
                 raise not_found(resource, name or "")
             self._send_bytes(200, stored.body)
         else:
-            self._serve_write(resource, namespace or DEFAULT_NAMESPACE, name, request_body)
+            self._serve_write(resource, _scope(resource, namespace), name, request_body)
 
     def _serve_write(self, resource: Resource, namespace: str, name: str | None, request_body: bytes) -> None:
         store = self._backend.store

@@ -146,7 +146,8 @@ class FakeApiServer:
         metadata = obj.get("metadata") or {}
         namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
         try:
-            stored, _ = self._store.write(resource, obj, namespace or DEFAULT_NAMESPACE, "apply")
+            scope = (namespace or DEFAULT_NAMESPACE) if resource.namespaced else ""
+            stored, _ = self._store.write(resource, obj, scope, "apply")
         except ApiError as error:
             raise ValueError(error.message) from None
         decoded: dict[str, Any] = json.loads(stored.body)

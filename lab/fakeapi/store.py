@@ -107,7 +107,13 @@ class Store:
                 "generation": generation,
                 "creationTimestamp": created,
             }
-            metadata.update((key, value) for key, value in request.metadata.items() if key not in metadata)
+            if not resource.namespaced:
+                del metadata["namespace"]  # a cluster-scoped object has none, as the real API server serves it
+            metadata.update(
+                (key, value)
+                for key, value in request.metadata.items()
+                if key not in metadata and (resource.namespaced or key != "namespace")
+            )
             if existing is not None and generation == existing.generation:
                 # Like etcd, an update that changes nothing is not a write: no new rv, no event.
                 metadata["resourceVersion"] = str(existing.resource_version)

@@ -48,10 +48,11 @@ def encode(value: object) -> bytes:
 class Resource:
     """One served resource type, with the JSON fragments every object and list of it starts with."""
 
-    __slots__ = ("api_version", "group", "kind", "list_head", "object_head", "path_prefix", "plural")
+    __slots__ = ("api_version", "group", "kind", "list_head", "namespaced", "object_head", "path_prefix", "plural")
 
-    def __init__(self, kind: str, api_version: str, plural: str, path_prefix: str) -> None:
+    def __init__(self, kind: str, api_version: str, plural: str, path_prefix: str, *, namespaced: bool = True) -> None:
         self.kind = kind
+        self.namespaced = namespaced  # False: cluster-scoped (Nodes), stored under the namespace ""
         self.api_version = api_version
         self.plural = plural
         self.path_prefix = path_prefix
@@ -69,7 +70,8 @@ class Resource:
 
 SERVICES: Final = Resource("Service", "v1", "services", "/api/v1")
 ENDPOINT_SLICES: Final = Resource("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", "/apis/discovery.k8s.io/v1")
-RESOURCES: Final = (SERVICES, ENDPOINT_SLICES)
+NODES: Final = Resource("Node", "v1", "nodes", "/api/v1", namespaced=False)
+RESOURCES: Final = (SERVICES, ENDPOINT_SLICES, NODES)
 RESOURCES_BY_KIND: Final = {resource.kind: resource for resource in RESOURCES}
 RESOURCES_BY_PLURAL: Final = {resource.plural: resource for resource in RESOURCES}
 RESOURCE_PATH: Final = re.compile(
