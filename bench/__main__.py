@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--runs", type=int, default=3)
     tune.add_argument("--only", choices=["floor", "announcer"], help="one kind only")
     tune.add_argument("--steady", action="store_true", help="compare speaker.batch_delay on D and E instead")
+    updates = commands.add_parser("updates", help="UPDATE messages FRR receives per family for each command form")
+    updates.add_argument("--sizes", type=_sizes, default=[1000, 10_000], dest="update_sizes")
+    updates.add_argument("--runs", type=int, default=1)
     exabgp_profile = commands.add_parser("exabgp-profile", help="ExaBGP's own cProfile of one floor bulk load")
     exabgp_profile.add_argument("--size", type=_sizes, default=[10_000])
     return parser
@@ -100,6 +103,11 @@ def _run(argv: list[str] | None) -> int:
         from bench.exabgp_profile import main as profile_main
 
         return profile_main(workdir, arguments.size[0])
+    if arguments.command == "updates":
+        from bench.updates import run_updates
+
+        print(run_updates(workdir, arguments.update_sizes, arguments.runs))
+        return 0
     if arguments.command == "tune":
         from bench.tune import run_tune, run_tune_steady
 

@@ -8,7 +8,8 @@ SPEC (JSON): {"mode": "bulk" | "steady", "status": path of a JSON-lines file it 
 a line), "per_line": prefixes per bulk line (1: one `announce route` line each), "window": lines written
 before waiting for their acks (0: no waiting; with exabgp.api.ack=false there are none to wait for),
 "delay": seconds to wait before the first line, "pace": seconds per page of two lines (a producer's rate),
-"ack": whether ExaBGP sends acks, "interleave": alternate the families' lines, "attributes": words after
+"ack": whether ExaBGP sends acks, "form": "family" writes one `announce ipv4|ipv6 unicast PREFIX` line per
+prefix instead of the bulk form, "interleave": alternate the families' lines, "attributes": words after
 `attributes` (default "next-hop self"), "control": for steady mode, a Unix socket path on which each
 request line `announce|withdraw PREFIX...` is forwarded to ExaBGP as one `route` line per prefix and
 answered `ok` once written (and acked, with acks on)}.
@@ -58,7 +59,9 @@ def bulk_lines(spec: dict[str, Any]) -> list[bytes]:
         prefixes = Path(path).read_text(encoding="ascii").split()
         selector = _selector(peers)
         lines: list[bytes] = []
-        if per_line <= 1:
+        if spec.get("form") == "family":
+            lines = [f"{selector} announce {family} unicast {prefix} {words}\n".encode() for prefix in prefixes]
+        elif per_line <= 1:
             lines = [f"{selector} announce route {prefix} {words}\n".encode() for prefix in prefixes]
         else:
             for start in range(0, len(prefixes), per_line):

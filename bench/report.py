@@ -104,6 +104,8 @@ def _rows(result: SuiteResult) -> list[Row]:
             lambda s: _cell(s.announcer, "announcer_cpu", 10_000 / s.size, "CPU s")),
         Row("F ExaBGP CPU during B / during A (medians)",
             lambda s: f"{s.announcer.median('exabgp_cpu'):.2f} / {s.floor_best.median('exabgp_cpu'):.2f} CPU s"),
+        Row("stand-in API server CPU during B (in the benchmark's process) / its share of all three",
+            lambda s: f"{_cell(s.announcer, 'standin_cpu', unit='CPU s')} / {_share(s.announcer)}"),
         Row("UPDATEs FRR received, IPv4 / IPv6 (B; BIRD cold start)",
             lambda s: f"{s.announcer.median('updates_ipv4'):.0f} / {s.announcer.median('updates_ipv6'):.0f}; "
             f"{s.bird.median('updates_ipv4'):.0f} / {s.bird.median('updates_ipv6'):.0f}"),
@@ -111,6 +113,13 @@ def _rows(result: SuiteResult) -> list[Row]:
             lambda s: _cell(s.announcer, "background_cpu", unit="CPU s")),
     ]  # fmt: skip
     return rows
+
+
+def _share(series: Series) -> str:
+    """The stand-in API server's CPU as a share of its, the announcer's and ExaBGP's together (medians)."""
+    standin = series.median("standin_cpu")
+    total = standin + series.median("announcer_cpu") + series.median("exabgp_cpu")
+    return "-" if math.isnan(total) or not total else f"{100 * standin / total:.1f} %"
 
 
 def _rss_growth(result: SuiteResult, entry: SizeResult) -> str:

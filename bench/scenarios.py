@@ -30,7 +30,7 @@ from bench.lab_env import (
     process_usage,
     service_addresses,
 )
-from bench.stats import Background
+from bench.stats import Background, OtherThreadsCpu
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Settings:
     per_line: int = 500
     window: int = 0
     interleave: bool = False
+    form: str = ""  # floor only: "family" for `announce ipv4|ipv6 unicast PREFIX` lines
     delay: float = 0.0  # floor only: seconds before its first line
     pace: float = 0.0  # floor only: seconds per page of two lines
 
@@ -104,6 +105,7 @@ def floor_spec(bench: BenchLab, count: int, settings: Settings, mode: str = "bul
         "per_line": settings.per_line,
         "window": settings.window,
         "interleave": settings.interleave,
+        "form": settings.form,
         "delay": settings.delay,
         "pace": settings.pace,
         "ack": settings.environment.get("exabgp.api.ack", "true") == "true",
@@ -142,6 +144,7 @@ def _run_speaker(
     """Start ExaBGP (the floor process if `floor`, else the announcer), wait until FRR holds all 2*count
     prefixes; None (speaker stopped) on timeout. The speaker is left running."""
     background = Background(_known_pids(bench))
+    standin = OtherThreadsCpu()
     updates = bench.updates_received()
     start = bench.start_speaker(floor_spec=floor, speaker=dict(speaker), environment=dict(environment))
     background.add(start.exabgp_pid)
@@ -160,6 +163,9 @@ def _run_speaker(
         sample["api_to_full"] = max(done.values()) - api_started
     sample["exabgp_cpu"] = exabgp.get("cpu_s", math.nan)
     sample["background_cpu"] = background.other_seconds()
+    sample["standin_cpu"] = standin.seconds()
+    if standin.foreign():
+        log.warning("threads other than the stand-in's counted in its CPU: %s", ", ".join(standin.foreign()))
     sample.update(_updates_sample(bench, updates))
     return _SpeakerRun(sample, start.exabgp_started, api_started, api_usage)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,3 +97,32 @@ class Background:
 
     def other_seconds(self) -> float:
         return max(0.0, (cpu_busy_seconds() - self.started_busy) - (self._ours() - self.started_ours))
+
+
+class OtherThreadsCpu:
+    """CPU seconds this process spent over an interval outside the calling thread: in B, the stand-in API
+    server's (its listener and per-connection threads, exited ones included: CLOCK_PROCESS_CPUTIME_ID keeps
+    their time), since the benchmark's own work (polling FRR, timing) runs in the thread that measures.
+
+    Read `seconds()` from the thread that created it; `foreign` names any live thread that is neither the
+    caller nor the stand-in's, whose CPU would be counted too (none in the benchmark)."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.started_process = time.process_time()
+        self.started_thread = time.thread_time()
+
+    def seconds(self) -> float:
+        if threading.get_ident() != self.thread:
+            raise RuntimeError("OtherThreadsCpu is read from the thread that started it")
+        process = time.process_time() - self.started_process
+        return max(0.0, process - (time.thread_time() - self.started_thread))
+
+    def foreign(self) -> list[str]:
+        return [
+            thread.name
+            for thread in threading.enumerate()
+            if thread.ident != self.thread
+            and not thread.name.startswith("fakeapi-")
+            and not thread.name.endswith("(process_request_thread)")
+        ]
