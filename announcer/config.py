@@ -49,13 +49,20 @@ class PasswordSource(_Strict):
 
 
 def _no_zone_index(value: Any) -> Any:
-    """Refuse an IPv6 address with a zone index ('fe80::1%eth0'): ExaBGP does not accept it in this form."""
+    """Refuse an IPv6 address with a zone index ('fe80::1%eth0'): ExaBGP parses addresses with inet_pton, which
+    has no zone; a link-local peer is written as the address plus the peer's 'interface' key instead."""
     if isinstance(value, str) and "%" in value:
+        address, _, zone = value.partition("%")
         raise ValueError(
-            f"{value!r} has a zone index ('%...'), which ExaBGP does not accept; "
-            "peer over a global or unique-local address instead"
+            f"{value!r} has a zone index ('%...'), which ExaBGP does not accept (it reads addresses with "
+            f"inet_pton); write the address without it and name the link with the peer's interface key "
+            f"(address: {address}, interface: {zone})"
         )
     return value
+
+
+def _is_link_local(address: object) -> bool:
+    return isinstance(address, ipaddress.IPv6Address) and address.is_link_local
 
 
 PeerAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_no_zone_index)]
@@ -67,7 +74,7 @@ LocalAddress = Annotated[
 class Peer(_Strict):
     """One BGP peer. Its address decides its family: IPv4 peers get only /32s, IPv6 peers only /128s."""
 
-    address: PeerAddress = Field(description="The peer's address (no zone index).")
+    address: PeerAddress = Field(description="The peer's address (no zone index; a link-local one needs 'interface').")
     peer_as: Asn = Field(description="The peer's AS number.")
     local_address: LocalAddress = Field(
         default="auto",
@@ -93,9 +100,35 @@ class Peer(_Strict):
                 raise ValueError(f"{label!r} (of {key!r}) is not a label value")
         return value
 
+    # --- IPv6 link-local peers (issue #11 item 5) ---
+    interface: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,15}$",
+        description="The link to the peer (ExaBGP's source-interface, SO_BINDTODEVICE); required for an IPv6 "
+        "link-local address (fe80::/10), which is written without '%zone'.",
+    )
+
     @property
     def family(self) -> Family:
         return family_of(self.address)
+
+    @model_validator(mode="after")
+    def _link_local(self) -> Peer:
+        """A link-local peer needs its interface, and is only connected to (ExaBGP cannot listen on one)."""
+        if _is_link_local(self.address) and self.interface is None:
+            raise ValueError(
+                f"interface: required for the link-local address {self.address} (the kernel needs the link; "
+                "ExaBGP binds the socket to it with source-interface)"
+            )
+        if _is_link_local(self.local_address) and not _is_link_local(self.address):
+            raise ValueError("local_address: a link-local local_address needs a link-local peer address")
+        if _is_link_local(self.address) and self.passive:
+            raise ValueError(
+                "passive: ExaBGP 5.0 cannot listen for a link-local peer: its listener binds (local_address, port) "
+                "with no scope id and no device (reactor/listener.py, Listener._listen), which the kernel refuses "
+                "for a link-local address (EINVAL); leave passive false, ExaBGP connects out"
+            )
+        return self
 
     @model_validator(mode="after")
     def _same_family(self) -> Peer:
@@ -193,6 +226,42 @@ class AddressSource(_Strict):
         return AddressRule(self.enabled, tuple(self.allowlist))
 
 
+class AggregationLengths(_Strict):
+    """The prefix length one address kind's Cluster-policy addresses are announced at, per family."""
+
+    aggregation_length_ipv4: int | None = Field(
+        default=None, gt=0, le=32, description="IPv4: the address masked to this length; unset: the /32."
+    )
+    aggregation_length_ipv6: int | None = Field(
+        default=None, gt=0, le=128, description="IPv6: the address masked to this length; unset: the /128."
+    )
+
+    def lengths(self) -> dict[Family, int]:
+        chosen = {Family.IPV4: self.aggregation_length_ipv4, Family.IPV6: self.aggregation_length_ipv6}
+        return {family: length for family, length in chosen.items() if length is not None}
+
+
+class Aggregation(_Strict):
+    """Aggregation by prefix length (MetalLB's and Cilium's semantics), per address kind and family.
+
+    A Cluster-policy address is announced as its covering prefix, held while any Service needs it; a Local-policy
+    address stays a host route. The aggregate carries the kind's configured attributes (no per-Service override).
+    """
+
+    cluster_ips: AggregationLengths = Field(default_factory=AggregationLengths, description="spec.clusterIPs.")
+    external_ips: AggregationLengths = Field(default_factory=AggregationLengths, description="spec.externalIPs.")
+    load_balancer_ips: AggregationLengths = Field(
+        default_factory=AggregationLengths, description="status.loadBalancer.ingress[].ip."
+    )
+
+    def by_kind(self) -> dict[Kind, dict[Family, int]]:
+        return {
+            Kind.CLUSTER_IP: self.cluster_ips.lengths(),
+            Kind.EXTERNAL_IP: self.external_ips.lengths(),
+            Kind.LOAD_BALANCER_IP: self.load_balancer_ips.lengths(),
+        }
+
+
 class Announce(_Strict):
     """Which addresses are announced."""
 
@@ -216,8 +285,34 @@ class Announce(_Strict):
         default="bgp.announcer.io/",
         pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)$",
         description="Prefix of the per-Service annotations: opt-out, communities, large-communities, "
-        "local-preference, med.",
+        "local-preference, med, require-endpoints.",
     )
+
+    # --- no endpoint anywhere, and aggregation (issue #11, items 2 and 4) ---
+    require_endpoints: bool = Field(
+        default=False,
+        description="Do not announce a Cluster-policy Service for a family with no ready or serving endpoint in "
+        "the whole cluster (anycast fail-over); the require-endpoints annotation overrides it per Service.",
+    )
+    aggregation: Aggregation = Field(
+        default_factory=Aggregation,
+        description="Announce Cluster-policy addresses as covering prefixes of these lengths (per kind, family).",
+    )
+
+    @model_validator(mode="after")
+    def _aggregates_inside_allowlists(self) -> Announce:
+        """An aggregate must not cover addresses outside the allowlist its addresses were admitted by."""
+        for name, source in (("external_ips", self.external_ips), ("load_balancer_ips", self.load_balancer_ips)):
+            lengths: AggregationLengths = getattr(self.aggregation, name)
+            for family, length in lengths.lengths().items():
+                for network in source.allowlist:
+                    if family_of(network) is family and network.prefixlen > length:
+                        raise ValueError(
+                            f"aggregation.{name}.aggregation_length_{family.value}: {length} is shorter than the "
+                            f"allowlist entry {network} of {name}, so an aggregate would cover addresses outside "
+                            f"the allowlist; use a length of at least {network.prefixlen}"
+                        )
+        return self
 
     @field_validator("service_label_selector")
     @classmethod
@@ -446,6 +541,8 @@ class Config(_Strict):
             load_balancer_ips=announce.load_balancer_ips.rule(),
             attributes={kind: self.attributes.for_kind(kind) for kind in Kind},
             service_cidrs=tuple(announce.service_cidrs),
+            require_endpoints=announce.require_endpoints,
+            aggregation=announce.aggregation.by_kind(),
             node=self.node_state.rule(),
         )
 
@@ -463,7 +560,7 @@ def _is_dns_subdomain(value: str) -> bool:
     return set(value) <= allowed and value[0].isalnum() and value[-1].isalnum()
 
 
-_KEYED_MESSAGE = re.compile(r"^Value error, (?P<key>[a-z_]+): (?P<message>.*)$", re.DOTALL)
+_KEYED_MESSAGE = re.compile(r"^Value error, (?P<key>[a-z_][a-z0-9_.]*): (?P<message>.*)$", re.DOTALL)
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

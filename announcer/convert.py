@@ -29,6 +29,7 @@ COMMUNITIES = "communities"
 LARGE_COMMUNITIES = "large-communities"
 LOCAL_PREFERENCE = "local-preference"
 MED = "med"
+REQUIRE_ENDPOINTS = "require-endpoints"
 MAX_ANNOTATION_LENGTH = 1024
 MAX_LIST_ITEMS = 64
 
@@ -228,6 +229,23 @@ def _overrides(
     )
 
 
+def _require_endpoints(
+    annotations: Mapping[str, object], prefix: str, where: str, problems: list[Problem]
+) -> bool | None:
+    """The require-endpoints annotation: 'true' or 'false', None when absent or invalid (the config decides)."""
+    key = prefix + REQUIRE_ENDPOINTS
+    if key not in annotations:
+        return None
+    field = f"metadata.annotations[{key}]"
+    text = _annotation_text(annotations[key], field, where, problems)
+    if text is None:
+        return None
+    if text not in ("true", "false"):
+        problems.append(Problem(where, field, f"{text!r} is neither 'true' nor 'false'; ignored"))
+        return None
+    return text == "true"
+
+
 def _metadata(obj: Mapping[str, object]) -> Mapping[str, object]:
     """The metadata of an object whose key object_key() has read (so a mapping)."""
     metadata = obj.get("metadata")
@@ -273,6 +291,7 @@ def service_view(obj: Mapping[str, object], annotation_prefix: str) -> tuple[Ser
             internal_traffic_local=_traffic_local(spec, "internalTrafficPolicy", where, problems),
             opted_out=opted_out,
             overrides=overrides,
+            require_endpoints=_require_endpoints(annotations, annotation_prefix, where, problems),
         ),
         problems,
     )
@@ -313,18 +332,23 @@ def slice_view(obj: Mapping[str, object]) -> tuple[SliceView | None, list[Proble
         problems.append(Problem(where, "endpoints", "must be a list; no endpoint counted"))
         endpoints = []
     nodes: set[str] = set()
+    unplaced = False
     for index, endpoint in enumerate(endpoints):
         if not isinstance(endpoint, Mapping):
             problems.append(Problem(where, f"endpoints[{index}]", "not an object"))
             continue
         node = endpoint.get("nodeName")
-        if node is None or not endpoint_can_serve(endpoint):
+        if not endpoint_can_serve(endpoint):
+            continue
+        if node is None:
+            unplaced = True
             continue
         if not isinstance(node, str) or not _DNS_SUBDOMAIN.fullmatch(node):
             problems.append(Problem(where, f"endpoints[{index}].nodeName", f"{_shown(node)} is not a node name"))
             continue
         nodes.add(node)
-    return SliceView(namespace, name, service_name, _ADDRESS_TYPES[address_type], frozenset(nodes)), problems
+    view = SliceView(namespace, name, service_name, _ADDRESS_TYPES[address_type], frozenset(nodes), unplaced)
+    return view, problems
 
 
 # --- Nodes (issue #11): this node's labels, annotations, cordon and Ready condition --------------------------------

@@ -23,6 +23,7 @@ from announcer.policy import AddressRule, NodeView, Policy, node_withdrawal
 ObjectKey = tuple[str, str]
 # Claims on aggregates come from the configuration, not from a Service; this key sorts before any Service.
 CONFIG_CLAIMANT: ObjectKey = ("", "service_cidrs")
+_PER_FAMILY_REASONS = frozenset({Reason.NO_LOCAL_ENDPOINT, Reason.NO_ENDPOINT})
 _KIND_RANK = {Kind.CLUSTER_IP: 0, Kind.LOAD_BALANCER_IP: 1, Kind.EXTERNAL_IP: 2, Kind.AGGREGATE: 3}
 
 
@@ -31,6 +32,13 @@ def host_prefix(address: IPAddress) -> Prefix:
     if isinstance(address, ipaddress.IPv4Address):
         return ipaddress.IPv4Network(int(address))
     return ipaddress.IPv6Network(int(address))
+
+
+def covering_prefix(address: IPAddress, length: int) -> Prefix:
+    """The address masked to a prefix length (MetalLB's and Cilium's aggregation-length)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return ipaddress.IPv4Network((int(address), length), strict=False)
+    return ipaddress.IPv6Network((int(address), length), strict=False)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class NotWanted:
 
     @property
     def reason_text(self) -> str:
-        if self.reason is Reason.NO_LOCAL_ENDPOINT and self.address is not None:
+        if self.reason in _PER_FAMILY_REASONS and self.address is not None:
             return f"{self.reason.value}({family_of(self.address).label})"
         return self.reason.value
 
@@ -73,6 +81,7 @@ def _reason_not_wanted(
     allowlisted: AddressRule | None,
     gated: bool,
     local_families: frozenset[Family],
+    cluster_families: frozenset[Family],
     policy: Policy,
 ) -> Reason | None:
     """Why this node does not announce an address, or None when it does."""
@@ -85,13 +94,38 @@ def _reason_not_wanted(
         return Reason.OUTSIDE_ALLOWLIST
     if family not in policy.families:
         return Reason.NO_PEER_FOR_FAMILY
-    if gated and family not in local_families:
-        return Reason.NO_LOCAL_ENDPOINT
-    return None
+    if gated:
+        return None if family in local_families else Reason.NO_LOCAL_ENDPOINT
+    required = policy.require_endpoints if service.require_endpoints is None else service.require_endpoints
+    return Reason.NO_ENDPOINT if required and family not in cluster_families else None
 
 
-def decide(service: ServiceView, local_families: frozenset[Family], policy: Policy) -> Decision:
-    """The routes this node wants for one Service, and a reason for every address it does not want."""
+def _add_wanted(wanted: list[Wanted], new: Wanted) -> None:
+    """One claim per prefix and Service: an aggregate reached from several kinds keeps the first-ranked kind."""
+    for index, other in enumerate(wanted):
+        if other.prefix == new.prefix:
+            if (
+                _KIND_RANK[new.kind] < _KIND_RANK[other.kind]
+                and new.prefix.prefixlen < family_of(new.prefix).host_length
+            ):
+                wanted[index] = new
+            return
+    wanted.append(new)
+
+
+def decide(
+    service: ServiceView,
+    local_families: frozenset[Family],
+    policy: Policy,
+    cluster_families: frozenset[Family] = frozenset(Family),
+) -> Decision:
+    """The routes this node wants for one Service, and a reason for every address it does not want.
+
+    local_families: the families with a ready or serving endpoint on this node; cluster_families: on any node
+    (or none), read only when the Service requires endpoints. A Cluster-policy address of a kind and family with
+    an aggregation length is wanted as its covering prefix with the kind's configured attributes (no per-Service
+    override: the aggregate is shared); a Local-policy address stays a host route.
+    """
     if service.service_type == "ExternalName":
         return Decision(not_wanted=(NotWanted(None, Kind.CLUSTER_IP, Reason.EXTERNAL_NAME),))
     wanted: list[Wanted] = []
@@ -117,14 +151,20 @@ def decide(service: ServiceView, local_families: frozenset[Family], policy: Poli
                 allowlisted=allowlisted,
                 gated=gated,
                 local_families=local_families,
+                cluster_families=cluster_families,
                 policy=policy,
             )
             if reason is not None:
                 not_wanted.append(NotWanted(address, kind, reason))
                 continue
-            prefix = host_prefix(address)
-            if all(other.prefix != prefix for other in wanted):
-                wanted.append(Wanted(prefix, kind, service.overrides.apply(policy.attributes[kind])))
+            family = family_of(address)
+            length = policy.aggregation.get(kind, {}).get(family, family.host_length)
+            if not gated and length < family.host_length:
+                _add_wanted(wanted, Wanted(covering_prefix(address, length), kind, policy.attributes[kind]))
+            else:
+                _add_wanted(
+                    wanted, Wanted(host_prefix(address), kind, service.overrides.apply(policy.attributes[kind]))
+                )
     return Decision(tuple(wanted), tuple(not_wanted))
 
 
@@ -177,12 +217,21 @@ class DesiredTable:
         return dirty
 
     def local_families(self, service: ObjectKey) -> frozenset[Family]:
-        families = set()
+        return self.endpoint_families(service)[0]
+
+    def endpoint_families(self, service: ObjectKey) -> tuple[frozenset[Family], frozenset[Family]]:
+        """(families with a ready or serving endpoint on this node, on any node): one pass over its own slices."""
+        local: set[Family] = set()
+        anywhere: set[Family] = set()
         for slice_key in self.slices_by_service.get(service, ()):
             view = self.slices[slice_key]
-            if view.family is not None and self.node in view.serving_nodes:
-                families.add(view.family)
-        return frozenset(families)
+            if view.family is None:
+                continue
+            if self.node in view.serving_nodes:
+                local.add(view.family)
+            if view.serves:
+                anywhere.add(view.family)
+        return frozenset(local), frozenset(anywhere)
 
     # --- node state (issue #11): one switch over the whole table, no Service decision recomputed -------------
     def set_node(self, view: NodeView | None) -> None:
@@ -244,7 +293,11 @@ class DesiredTable:
 
     def _refresh(self, key: ObjectKey) -> None:
         view = self.services.get(key)
-        decision = Decision() if view is None else decide(view, self.local_families(key), self.policy)
+        if view is None:
+            decision = Decision()
+        else:
+            local, anywhere = self.endpoint_families(key)
+            decision = decide(view, local, self.policy, anywhere)
         self._set_decision(key, decision)
 
     def _set_decision(self, key: ObjectKey, decision: Decision) -> None:

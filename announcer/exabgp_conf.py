@@ -54,6 +54,8 @@ def _neighbour_block(config: Config, peer: Peer, password: str | None) -> list[s
         "    group-updates true;",
         "    adj-rib-out true;",
     ]
+    if peer.interface is not None:
+        lines.append(f"    source-interface {peer.interface};")
     if peer.port != 179:
         lines.append(f"    connect {peer.port};")
     if peer.passive:

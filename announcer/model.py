@@ -48,6 +48,7 @@ class Reason(enum.Enum):
     HEADLESS = "headless"
     EXTERNAL_NAME = "externalName"
     NO_LOCAL_ENDPOINT = "noLocalEndpoint"
+    NO_ENDPOINT = "noEndpoint"
     OUTSIDE_ALLOWLIST = "outsideAllowlist"
     KIND_DISABLED = "kindDisabled"
     OPTED_OUT = "optedOut"
@@ -159,6 +160,8 @@ class ServiceView:
     internal_traffic_local: bool = False
     opted_out: bool = False
     overrides: AttributeOverrides = field(default_factory=AttributeOverrides)
+    # The require-endpoints annotation: None leaves the configuration's announce.require_endpoints.
+    require_endpoints: bool | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -174,10 +177,17 @@ class SliceView:
     service_name: str
     family: Family | None
     serving_nodes: frozenset[str] = frozenset()
+    # A ready or serving endpoint without a nodeName (e.g. a mirrored Endpoints of a Service without selector).
+    unplaced_serving: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def serves(self) -> bool:
+        """Whether any endpoint of the slice, on any node or none, is ready or serving."""
+        return bool(self.serving_nodes) or self.unplaced_serving
 
     @property
     def service_key(self) -> tuple[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from announcer.model import Attributes, Family, IPAddress, Kind, Prefix
 
@@ -78,3 +78,7 @@ class Policy:
     attributes: Mapping[Kind, Attributes]
     service_cidrs: tuple[Prefix, ...]
     node: NodeRule = NodeRule()
+    # No endpoint anywhere: Cluster-policy addresses of a family without a ready/serving endpoint are not announced.
+    require_endpoints: bool = False
+    # Aggregation: per kind and family, the prefix length Cluster-policy addresses are announced at.
+    aggregation: Mapping[Kind, Mapping[Family, int]] = field(default_factory=dict)

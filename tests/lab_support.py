@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lab.frr import Family, frr_missing_reason
-from lab.lab import TEST_PREFIX, Lab
+from lab.lab import EXAMPLE_CONFIG, TEST_PREFIX, Lab
 
 # What the trivial API process announces: every node the cluster IPs, only node-a the load-balancer IPs.
 STATIC_ROUTES = ("198.51.100.10/32", "2001:db8:96::a/128", "198.51.100.128/32@node-a", "2001:db8:1b::1/128@node-a")
@@ -44,13 +44,15 @@ class LabKeeper:
     def __init__(self, prefix: str = TEST_PREFIX) -> None:
         self.prefix = prefix
         self.current: Lab | None = None
-        self._kind: tuple[str | None, Path | None] | None = None
+        self._kind: tuple[str | None, Path | None, Path | None] | None = None
         self.timings: list[dict[str, float]] = []
 
-    def get(self, announcer_command: str | None = None, seed_path: Path | None = None) -> Lab:
-        """A running lab with this API process and seed, reusing the current one when it matches."""
+    def get(
+        self, announcer_command: str | None = None, seed_path: Path | None = None, config_path: Path | None = None
+    ) -> Lab:
+        """A running lab with this API process, seed and configuration, reusing the current one when it matches."""
         require_lab_prerequisites()
-        kind = (announcer_command, seed_path)
+        kind = (announcer_command, seed_path, config_path)
         if self.current is not None and self._kind == kind:
             self.heal()
             return self.current
@@ -60,6 +62,7 @@ class LabKeeper:
             announcer_command=announcer_command,
             api_server=True,
             seed_path=seed_path,
+            config_path=EXAMPLE_CONFIG if config_path is None else config_path,
             # The end-to-end tests read the announcer's commands from ExaBGP's log (one line per route).
             exabgp_environment={"exabgp.log.processes": "true"},
         )

@@ -29,7 +29,7 @@ from announcer.reconcile import Action, Command
 from lab.fakeapi import FakeApiServer
 from tests.conftest import make_config
 from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
-from tests.factories import service
+from tests.factories import endpoint, endpoint_slice, service
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -470,3 +470,22 @@ def test_a_port_already_taken_is_a_configuration_error_naming_the_key() -> None:
         metrics = DaemonMetrics(FakeState(), pipe, ("127.0.0.1", port))
         with pytest.raises(ConfigError, match=rf"^metrics\.listen: cannot listen on 127\.0\.0\.1:{port}: "):
             metrics.serve([])
+
+
+def test_no_endpoint_anywhere_is_counted_under_its_own_reason(api: FakeApiServer, running: Running) -> None:
+    """A Service requiring endpoints (annotation) with none: reason noEndpoint; a ready endpoint clears it."""
+    running.ready()
+    annotations = {"bgp.announcer.io/require-endpoints": "true"}
+    api.apply(service("anycast", ["198.51.100.10"], annotations=annotations))
+
+    def not_announced() -> float:
+        key = ("announcer_addresses_not_announced", (("kind", "clusterIP"), ("reason", "noEndpoint")))
+        return scrape(running.port).get(key, -1)
+
+    eventually(lambda: not_announced() == 1, "the Service without endpoints")
+    assert running.v4() == set()
+    api.apply(endpoint_slice("anycast", "IPv4", [endpoint("node-b", "198.51.100.200")]))
+    running.exabgp.wait_for(lambda: running.v4() == {"198.51.100.10/32"})
+    eventually(lambda: not_announced() == 0, "the reason cleared")
+    api.delete("Service", "default", "anycast")
+    api.delete("EndpointSlice", "default", "anycast-ipv4")
