@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 
 from lab.fakeapi import FakeApiServer
-from lab.lab import kubeconfig_text, project_tool
+from lab.lab import project_tool
 from tests.exabgp_double import CONFIG, V4_PEERS, ExaBgpDouble
 from tests.factories import service
+from tests.real_exabgp import rendered_exabgp
 from tests.test_exabgp_pipe import free_port
 
 NEVER = "127.0.0.2"  # a down router: SYNs dropped, ExaBGP never learns its local address towards it
@@ -66,15 +67,6 @@ def down_router(address: str, port: int) -> Iterator[None]:
 def api() -> Iterator[FakeApiServer]:
     with FakeApiServer(bookmark_interval=0.5).start() as server:
         yield server
-
-
-def exabgp_environment(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
-    environment = {key: value for key, value in os.environ.items() if key != "NODE_NAME"}
-    environment.update(extra)
-    environment.update(
-        KUBECONFIG=str(tmp_path / "kubeconfig"), exabgp_daemon_user=getpass.getuser(), exabgp_daemon_drop="false"
-    )
-    return environment
 
 
 @contextlib.contextmanager
@@ -161,21 +153,7 @@ def speaker_argv(
         "watch": {"watch_timeout": 5, "request_timeout": 3, "backoff_initial": 0.05, "backoff_max": 0.4},
         "speaker": {"batch_delay": 0.005, "prefixes_per_line": 10},
     }
-    config_path = tmp_path / "announcer.yaml"
-    config_path.write_text(json.dumps(config))
-    (tmp_path / "kubeconfig").write_text(kubeconfig_text(api.url))
-
-    def announcer(*arguments: str) -> str:
-        return subprocess.run(
-            [sys.executable, "-m", "announcer", *arguments, "--config", str(config_path)],
-            capture_output=True, text=True, check=True, timeout=60,
-        ).stdout  # fmt: skip
-
-    conf = tmp_path / "exabgp.conf"
-    conf.write_text(announcer("exabgp-conf"))
-    settings = dict(line.partition("=")[::2] for line in announcer("exabgp-env").splitlines())
-    environment = exabgp_environment(tmp_path, {key: value.strip("'") for key, value in settings.items()})
-    return [str(project_tool("exabgp")), str(conf)], environment
+    return rendered_exabgp(tmp_path, config, api.url)
 
 
 def wait_for(what: str, predicate: Any, timeout: float, logs: list[Path]) -> None:

@@ -24,9 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from announcer.exabgp import answered_in_order
 from announcer.reconcile import parse_adj_rib_out
 from lab.fakeapi import FakeApiServer
-from lab.lab import kubeconfig_text, project_tool
+from lab.lab import project_tool
 from tests.exabgp_double import CONFIG, V4_PEERS, ExaBgpDouble
 from tests.factories import service
+from tests.real_exabgp import rendered_exabgp
 
 # --- the real ExaBGP, its neighbours passive and never connected, with a probe script as its API process ------
 # The neighbours sit on loopback: nothing connects to them, and ExaBGP only listens on 127.0.0.1.
@@ -325,29 +326,11 @@ def test_real_exabgp_a_respawned_announcer_withdraws_what_exabgp_holds_despite_t
         "speaker": {"batch_delay": 0.005, "announcer_command": str(wrapper)},
         "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
     }
-    config_path = tmp_path / "announcer.yaml"
-    config_path.write_text(json.dumps(config))
-    (tmp_path / "kubeconfig").write_text(kubeconfig_text(api.url))
-
-    def announcer(*arguments: str) -> str:
-        return subprocess.run(
-            [sys.executable, "-m", "announcer", *arguments, "--config", str(config_path)],
-            capture_output=True, text=True, check=True, timeout=60,
-        ).stdout  # fmt: skip
-
-    conf = tmp_path / "exabgp.conf"
-    conf.write_text(announcer("exabgp-conf"))
-    environment = {key: value for key, value in os.environ.items() if key != "NODE_NAME"}
-    for line in announcer("exabgp-env").splitlines():
-        key, _, value = line.partition("=")
-        environment[key] = value.strip("'")
-    environment.update(
-        PROBE_RESULT=str(tmp_path / "held"), KUBECONFIG=str(tmp_path / "kubeconfig"),
-        exabgp_daemon_user=getpass.getuser(), exabgp_daemon_drop="false",
-    )  # fmt: skip
+    argv, environment = rendered_exabgp(tmp_path, config, api.url)
+    environment["PROBE_RESULT"] = str(tmp_path / "held")
     log_path = tmp_path / "exabgp.log"
     with log_path.open("wb") as log, subprocess.Popen(
-        [str(project_tool("exabgp")), str(conf)], env=environment, stdout=log, stderr=subprocess.STDOUT
+        argv, env=environment, stdout=log, stderr=subprocess.STDOUT
     ) as exabgp:  # fmt: skip
         try:
             pid = int(wait_for_file(tmp_path / "held.announcer", exabgp, log_path))
