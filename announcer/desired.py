@@ -143,6 +143,7 @@ def decide(
          policy.load_balancer_ips, service.external_traffic_local),
     ]  # fmt: skip
     for kind, addresses, enabled, allowlisted, gated in sources:
+        lengths = None if gated else policy.aggregation.get(kind)  # Local policy: host routes only
         for address in addresses:
             reason = _reason_not_wanted(
                 service,
@@ -157,14 +158,13 @@ def decide(
             if reason is not None:
                 not_wanted.append(NotWanted(address, kind, reason))
                 continue
-            family = family_of(address)
-            length = policy.aggregation.get(kind, {}).get(family, family.host_length)
-            if not gated and length < family.host_length:
-                _add_wanted(wanted, Wanted(covering_prefix(address, length), kind, policy.attributes[kind]))
-            else:
-                _add_wanted(
-                    wanted, Wanted(host_prefix(address), kind, service.overrides.apply(policy.attributes[kind]))
-                )
+            if lengths:
+                family = family_of(address)
+                length = lengths.get(family, family.host_length)
+                if length < family.host_length:
+                    _add_wanted(wanted, Wanted(covering_prefix(address, length), kind, policy.attributes[kind]))
+                    continue
+            _add_wanted(wanted, Wanted(host_prefix(address), kind, service.overrides.apply(policy.attributes[kind])))
     return Decision(tuple(wanted), tuple(not_wanted))
 
 

@@ -177,14 +177,16 @@ def plan_changes(
         held = Holdings({}, held)  # every peer of a prefix's family holds it alike
     plan = Plan()
     apart_families = {family_of(peer) for peer in apart}
+    split, uniform = held.split, held.uniform
     for prefix in prefixes:
-        family = family_of(prefix)
         wanted = desired(prefix)
-        if prefix in held.split or among is not None or family in apart_families:
+        # The common case (no peer apart, nothing held differently per peer) hashes the prefix once, for `uniform`.
+        if among is not None or (split and prefix in split) or (apart_families and family_of(prefix) in apart_families):
+            family = family_of(prefix)
             chosen = held.peers[family] if among is None else tuple(among.get(family, ()))
             _plan_per_peer(plan, held, prefix, wanted, chosen, apart=apart)
             continue
-        current = held.uniform.get(prefix)
+        current = uniform.get(prefix)
         if wanted is None:
             if current is not None:
                 plan.withdraw.append(prefix)
