@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
             from announcer.exabgp_conf import for_node, render_exabgp_conf
 
             path = arguments.config_path or str(arguments.config.resolve())
-            config = for_node(config, _node_for(config, arguments, from_api=True))
-            sys.stdout.write(render_exabgp_conf(config, path, read_passwords(config)))
+            node = _node_for(config, arguments, from_api=True)
+            config = for_node(config, node)
+            sys.stdout.write(render_exabgp_conf(config, path, read_passwords(config), selected=node is not None))
             return EXIT_OK
         if arguments.command == "exabgp-env":
             from announcer.exabgp_conf import render_exabgp_env

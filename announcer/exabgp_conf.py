@@ -30,11 +30,11 @@ DEFAULT_ENVIRONMENT: dict[str, str] = {
 }
 
 
-def announcer_command(config: Config, config_path: str) -> str:
-    """The command line ExaBGP runs as its API process."""
+def announcer_command(config: Config, config_path: str, *, selected: bool = False) -> str:
+    """The command line ExaBGP runs as its API process; `selected`: the peers are a node's selection (for_node)."""
     base = config.speaker.announcer_command or f"{shlex.quote(sys.executable)} -m announcer"
     command = f"{base} run --config {shlex.quote(config_path)}"
-    if needs_node(config):  # the peers this node's exabgp.conf holds, so the process commands exactly these
+    if selected or needs_node(config):  # the peers this node's exabgp.conf holds, so the process commands these
         # One option per peer: ExaBGP's configuration parser splits a 'run' line at commas.
         command += "".join(f" --peer {peer.address}" for peer in config.bgp.peers)
     return command
@@ -79,13 +79,16 @@ def _neighbour_block(config: Config, peer: Peer, password: str | None) -> list[s
     return lines
 
 
-def render_exabgp_conf(config: Config, config_path: str, passwords: dict[str, str] | None = None) -> str:
-    """A complete exabgp.conf: the announcer process and one single-family neighbour block per peer."""
+def render_exabgp_conf(
+    config: Config, config_path: str, passwords: dict[str, str] | None = None, *, selected: bool = False
+) -> str:
+    """A complete exabgp.conf: the announcer process and one single-family neighbour block per peer; `selected`:
+    the configuration is a node's selection (for_node), whose peers the process line then names."""
     secrets = passwords or {}
     lines = [
         "# Rendered by 'announcer exabgp-conf' from the announcer configuration; do not edit by hand.",
         f"process {PROCESS_NAME} {{",
-        f"    run {announcer_command(config, config_path)};",
+        f"    run {announcer_command(config, config_path, selected=selected)};",
         "    encoder text;",
         "}",
     ]

@@ -84,6 +84,31 @@ def test_rendering_for_a_rack_holds_only_its_peers_with_its_as_and_tells_the_pro
     assert "run --config /etc/announcer.yaml --peer 192.0.2.5 --peer 2001:db8::1;" in text
 
 
+def test_a_node_whose_selected_peers_carry_no_selector_still_tells_the_process_which(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Peers rack1 (IPv4), every node (IPv4) and rack1 (IPv6), no AS from the Node: a rack2 node's exabgp.conf holds
+    only the unselected IPv4 peer, and the process must command only it (else its IPv6 lines name a neighbour
+    ExaBGP does not have, answered 'error' for ever)."""
+    bgp = {
+        "local_as": 64513,
+        "router_id": "192.0.2.11",
+        "peers": [
+            {"address": "192.0.2.1", "peer_as": 64512, "node_selector": {"rack": "r1"}},
+            {"address": "192.0.2.5", "peer_as": 64512},
+            {"address": "2001:db8::1", "peer_as": 64512, "node_selector": {"rack": "r1"}},
+        ],
+    }
+    path = tmp_path / "announcer.yaml"
+    path.write_text(yaml.safe_dump({**BASE_CONFIG, "bgp": bgp}))
+    assert main(["exabgp-conf", "--config", str(path), "--node-labels", "rack=r2"]) == 0
+    text = capsys.readouterr().out
+    assert "neighbor 192.0.2.5 {" in text
+    assert "neighbor 192.0.2.1 {" not in text
+    assert "neighbor 2001:db8::1 {" not in text
+    assert f"run --config {path.resolve()} --peer 192.0.2.5;" in text
+
+
 def test_a_configuration_that_selects_nothing_by_node_renders_as_before() -> None:
     config = make_config()
     assert not needs_node(config)
