@@ -60,9 +60,32 @@ def _check_peers(config: Config) -> None:
                 f"{key}.peer_as: must equal bgp.local_as ({config.bgp.local_as}): ExaBGP and BIRD share the node's AS "
                 "(iBGP), so the ToR sees the routes from Calico's AS"
             )
+        if peer.node_selector:
+            raise ConfigError(
+                f"{key}.node_selector: beside Calico every node peers with its own BIRD; select ToRs per rack with "
+                "Calico's BGPPeer nodeSelector instead"
+            )
     for family in Family:
         if len(config.bgp.peers_of(family)) > 1:
             raise ConfigError(f"bgp.peers: one {family.value} peer at most beside Calico (the node's own BIRD)")
+    _check_one_as_and_host_routes(config)
+
+
+def _check_one_as_and_host_routes(config: Config) -> None:
+    """ExaBGP shares the node's AS with BIRD, and BIRD takes host routes only from it."""
+    if config.bgp.local_as_node_key is not None:
+        raise ConfigError(
+            "bgp.local_as_node_key: beside Calico ExaBGP shares the node's AS with BIRD (iBGP, one asNumber in the "
+            "BGPPeers); a per-node AS would break those sessions"
+        )
+    aggregation = config.announce.aggregation
+    for name in ("cluster_ips", "external_ips", "load_balancer_ips"):
+        for family, length in getattr(aggregation, name).lengths().items():
+            if length < family.host_length:
+                raise ConfigError(
+                    f"announce.aggregation.{name}.aggregation_length_{family.value}: beside Calico "
+                    "the BGPFilter exabgp-local imports host routes only; aggregate in BIRD or on the ToR instead"
+                )
 
 
 def service_ranges(config: Config, cluster_ranges: Sequence[Network]) -> dict[str, list[Network]]:

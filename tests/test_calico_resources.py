@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,30 @@ def test_a_configuration_that_cannot_sit_behind_bird_is_refused_naming_the_key(
     document["bgp"]["peers"][0].update(change)
     config = parse_config(document, "test", environ={"NODE_NAME": "node-a"})
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        calico_resources(config, parse_ranges([CLUSTER_RANGES]))
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"announce": {"aggregation": {"cluster_ips": {"aggregation_length_ipv4": 24}}}},
+         "announce.aggregation.cluster_ips.aggregation_length_ipv4"),
+        ({"announce": {"aggregation": {"load_balancer_ips": {"aggregation_length_ipv6": 64}}}},
+         "announce.aggregation.load_balancer_ips.aggregation_length_ipv6"),
+        ({"bgp": {"local_as_node_key": "bgp.announcer.io/local-as"}}, "bgp.local_as_node_key"),
+        ({"peer": {"node_selector": {"rack": "r1"}}}, "bgp.peers[0].node_selector"),
+    ],
+)  # fmt: skip
+def test_what_bird_would_drop_or_a_per_node_as_would_break_is_refused_naming_the_key(
+    change: dict[str, Any], key: str
+) -> None:
+    """BIRD imports host routes only from ExaBGP (BGPFilter exabgp-local), and ExaBGP shares one AS with it."""
+    document = calico_document()
+    for section, values in change.items():
+        target = document["bgp"]["peers"][0] if section == "peer" else document.setdefault(section, {})
+        target.update(values)
+    config = parse_config(document, "test", environ={"NODE_NAME": "node-a"})
+    with pytest.raises(ConfigError, match=re.escape(key)):
         calico_resources(config, parse_ranges([CLUSTER_RANGES]))
 
 
