@@ -123,10 +123,9 @@ def _objects_from_file(config: Config, path: Path) -> list[Converted]:
     if not isinstance(items, list):
         raise ConfigError(f"--from-file {path}: expected a List with 'items' (kubectl get ... -o json)")
     prefix = config.announce.annotation_prefix
+    kinds = [(item, item.get("kind")) for item in items if isinstance(item, dict)]
     return [
-        convert_object(_KINDS[item["kind"]], item, prefix)
-        for item in items
-        if isinstance(item, dict) and item.get("kind") in _KINDS
+        convert_object(_KINDS[kind], item, prefix) for item, kind in kinds if isinstance(kind, str) and kind in _KINDS
     ]
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -13,6 +14,21 @@ from lab.fakeapi import FakeApiServer
 from lab.lab import kubeconfig_text
 from tests.conftest import BASE_CONFIG
 from tests.factories import endpoint, endpoint_slice, service
+
+
+def run_render(
+    tmp_path: Path, objects: list[dict[str, Any]], node: str, output: str
+) -> subprocess.CompletedProcess[str]:
+    """`announcer render --from-file` over a kubectl-style List of these objects."""
+    cluster = tmp_path / "cluster.json"
+    cluster.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    config = tmp_path / "announcer.yaml"
+    config.write_text(yaml.safe_dump(BASE_CONFIG))
+    return subprocess.run(
+        [sys.executable, "-m", "announcer", "render", "--config", str(config), "--node", node,
+         "--from-file", str(cluster), "--output", output],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
 
 
 def render(tmp_path: Path, output: str, node: str = "node-a") -> str:
@@ -23,15 +39,8 @@ def render(tmp_path: Path, output: str, node: str = "node-a") -> str:
         service("headless", ["None"]),
         service("ext", ["198.51.100.12"], external_ips=["203.0.113.7"]),
     ]
-    cluster = tmp_path / "cluster.json"
-    cluster.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
-    config = tmp_path / "announcer.yaml"
-    config.write_text(yaml.safe_dump(BASE_CONFIG))
-    result = subprocess.run(
-        [sys.executable, "-m", "announcer", "render", "--config", str(config), "--node", node,
-         "--from-file", str(cluster), "--output", output],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    result = run_render(tmp_path, objects, node, output)
+    assert result.returncode == 0, result.stderr
     return result.stdout
 
 
@@ -96,3 +105,11 @@ def test_render_from_the_cluster_lists_page_by_page_like_the_daemon(tmp_path: Pa
     rows = json.loads(result.stdout)["rows"]
     assert sorted(row["address"] for row in rows if row["announced"]) == [f"198.51.100.{i}/32" for i in range(1, 6)]
     assert requests == {"services": 3, "endpointslices": 1, "nodes": 0}, "no Node read while node state is off"
+
+
+def test_an_item_whose_kind_is_not_a_string_is_passed_over_not_a_crash(tmp_path: Path) -> None:
+    """kubectl output edited by hand (or hostile): a list or a mapping as `kind` is no kind the announcer reads."""
+    objects: list[dict[str, Any]] = [{"kind": ["Service"]}, {"kind": {"Service": 1}}, service("web", ["198.51.100.10"])]
+    result = run_render(tmp_path, objects, "node-a", "json")
+    assert result.returncode == 0, result.stderr
+    assert "198.51.100.10/32" in result.stdout
