@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 
@@ -32,8 +33,10 @@ DEFAULT_ENVIRONMENT: dict[str, str] = {
 
 def announcer_command(config: Config, config_path: str, *, selected: bool = False) -> str:
     """The command line ExaBGP runs as its API process; `selected`: the peers are a node's selection (for_node)."""
+    if not re.fullmatch(r"[A-Za-z0-9_./=:+-]+", config_path):  # one word on ExaBGP's run line
+        raise ConfigError(f"--config-path {config_path!r}: one word of letters, digits and _ . / = : + - only")
     base = config.speaker.announcer_command or f"{shlex.quote(sys.executable)} -m announcer"
-    command = f"{base} run --config {shlex.quote(config_path)}"
+    command = f"{base} run --config {config_path}"
     if selected or needs_node(config):  # the peers this node's exabgp.conf holds, so the process commands these
         # One option per peer: ExaBGP's configuration parser splits a 'run' line at commas.
         command += "".join(f" --peer {peer.address}" for peer in config.bgp.peers)

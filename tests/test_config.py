@@ -80,13 +80,19 @@ def test_a_password_from_the_environment_reaches_exabgp_conf_only(monkeypatch: p
         ({"tpyo": 1}, "tpyo: unknown key"),
         ({"bgp": {**BASE_CONFIG["bgp"], "routerid": "1.2.3.4"}}, "bgp.routerid: unknown key"),
         ({"node_name": "Node_A"}, "node_name: Value error, must be a DNS subdomain name"),
+        ({"speaker": {"announcer_command": "/bin/announcer; }\nneighbor 192.0.2.9 {"}}, "speaker.announcer_command"),
+        ({"speaker": {"environment": {"a b;touch /tmp/x": "1"}}}, "speaker.environment: Value error, 'a b;touch"),
+        ({"speaker": {"environment": {"exabgp.api.ack": "false"}}}, "the announcer's pipe to ExaBGP depends on it"),
+        ({"speaker": {"environment": {"exabgp.log.level": "INFO\nexabgp_api_ack=false"}}}, "printable ASCII on one line"),
     ],
     ids=[
         "AS zero", "no peers", "a peer address that is not an address", "a local address of the other family",
         "a peer declared twice", "a hold time of two seconds", "an allowlist CIDR with host bits",
         "a label selector with a semicolon", "an annotation prefix with a space", "a community half over 65535",
         "a large community with two parts", "a negative MED", "a chunk size over the limit", "an unknown top-level key",
-        "a misspelt key", "a node name with capitals",
+        "a misspelt key", "a node name with capitals", "an API command that closes the run line",
+        "an environment key that is a shell command", "an ExaBGP setting the pipe depends on",
+        "an environment value with a newline",
     ],
 )  # fmt: skip
 def test_a_bad_configuration_is_refused_with_the_key_named(change: dict[str, object], message: str) -> None:
@@ -232,3 +238,16 @@ def test_the_real_exabgp_refuses_what_the_new_peer_rules_refuse_and_takes_what_t
     refused = exabgp_validate(tmp_path, zoned)
     assert refused.returncode != 0
     assert '"fe80::1%eth0" is an invalid IP address' in refused.stderr
+
+
+def test_exabgp_conf_refuses_a_config_path_that_would_end_the_run_line(tmp_path: Path) -> None:
+    """ExaBGP splits the run line at ';' and ',' and does not read shell quoting: such a path is refused, exit 2."""
+    path = tmp_path / "announcer.yaml"
+    path.write_text(yaml.safe_dump(BASE_CONFIG))
+    result = subprocess.run(
+        [sys.executable, "-m", "announcer", "exabgp-conf", "--config", str(path), "--config-path", "/etc/a.yaml; }"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--config-path" in result.stderr
+    assert result.stdout == ""
