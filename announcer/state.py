@@ -1,21 +1,20 @@
-"""The route state machine: desired table and what ExaBGP holds per peer, turned into commands on a Speaker.
+"""The route state machine: desired table and what ExaBGP holds per peer, turned into commands on a Speaker."""
 
-The seam (docs/architecture.md): `Announcer` owns the announced routes, deferred withdrawals, retries and End-of-RIB
-ordering, and talks to ExaBGP only through `Speaker` (send a command with an ack callback, query a 'show'
-command). The daemon gives it the real pipe; tests give it a recording fake. Acks arrive on another thread:
-`on_ack` callbacks only post an `Answered` event, which the main loop hands back to `handle`.
-
-What ExaBGP 5.0 does with a line naming several neighbours (reactor/api/command/announce.py, then
-configuration/configuration.py `inject_change`): each route of the line is added to each named neighbour's
-adj-rib-out in configuration order, resolving `next-hop self` per neighbour (bgp/neighbor.py `remove_self`,
-`ip_self`). With `local-address auto` a neighbour's local address is only known once a TCP connection to it
-succeeded (reactor/protocol.py `connect`), so until then `ip_self` raises, the line stops there and is answered
-`error` (reactor/asynchronous.py): the neighbours before it in configuration order hold the line's first routes,
-those after it nothing. Hence: a refused line leaves its routes "held, attributes unknown" for every peer it named,
-and they are sent again at once in lines of their own per peer; a peer that refuses is then addressed only in its
-own lines, on its own backoff (or when its session comes up), so it never blocks nor delays the others. Before a
-prefix so left unknown is withdrawn, ExaBGP's adj-rib-out is read again to know which peers hold it.
-"""
+# The seam (docs/architecture.md): `Announcer` owns the announced routes, deferred withdrawals, retries and End-of-RIB
+# ordering, and talks to ExaBGP only through `Speaker` (send a command with an ack callback, query a 'show'
+# command). The daemon gives it the real pipe; tests give it a recording fake. Acks arrive on another thread:
+# `on_ack` callbacks only post an `Answered` event, which the main loop hands back to `handle`.
+#
+# What ExaBGP 5.0 does with a line naming several neighbours (reactor/api/command/announce.py, then
+# configuration/configuration.py `inject_change`): each route of the line is added to each named neighbour's
+# adj-rib-out in configuration order, resolving `next-hop self` per neighbour (bgp/neighbor.py `remove_self`,
+# `ip_self`). With `local-address auto` a neighbour's local address is only known once a TCP connection to it
+# succeeded (reactor/protocol.py `connect`), so until then `ip_self` raises, the line stops there and is answered
+# `error` (reactor/asynchronous.py): the neighbours before it in configuration order hold the line's first routes,
+# those after it nothing. Hence: a refused line leaves its routes "held, attributes unknown" for every peer it named,
+# and they are sent again at once in lines of their own per peer; a peer that refuses is then addressed only in its
+# own lines, on its own backoff (or when its session comes up), so it never blocks nor delays the others. Before a
+# prefix so left unknown is withdrawn, ExaBGP's adj-rib-out is read again to know which peers hold it.
 
 from __future__ import annotations
 
