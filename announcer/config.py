@@ -395,9 +395,7 @@ class Watch(_Strict):
 
 # What ExaBGP's configuration parser may meet on the process's run line: plain words (no ';', '{', '}', ',', quotes,
 # comment or newline, which would end or split the line, or open a block).
-COMMAND_LINE_PATTERN = r"^[A-Za-z0-9_./=:+ -]*$"
-# ExaBGP settings the pipe depends on: an answer for every command, in text.
-LOCKED_EXABGP_SETTINGS = ("exabgp.api.ack", "exabgp.api.encoder")
+COMMAND_LINE_PATTERN = r"^[A-Za-z0-9_./=:+@% -]*$"
 
 
 class Speaker(_Strict):
@@ -416,12 +414,11 @@ class Speaker(_Strict):
         default="",
         pattern=COMMAND_LINE_PATTERN,
         description="Command ExaBGP runs as its API process; empty: this Python with '-m announcer run'. Words of "
-        "letters, digits and _ . / = : + - only (it is written into exabgp.conf's run line).",
+        "letters, digits and _ . / = : + @ % - only (it is written into exabgp.conf's run line).",
     )
     environment: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra ExaBGP environment settings (exabgp.SECTION.KEY: value) to render; "
-        f"{', '.join(LOCKED_EXABGP_SETTINGS)} stay as the pipe needs them.",
+        description="Extra ExaBGP environment settings (exabgp.SECTION.KEY: value, one printable line) to render.",
     )
 
     @field_validator("environment")
@@ -430,8 +427,6 @@ class Speaker(_Strict):
         for key, setting in value.items():
             if not re.fullmatch(r"exabgp\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*", key):
                 raise ValueError(f"{key!r} is not an ExaBGP setting (exabgp.SECTION.KEY in lower case)")
-            if key in LOCKED_EXABGP_SETTINGS:
-                raise ValueError(f"{key!r}: the announcer's pipe to ExaBGP depends on it; it cannot be changed")
             if not (setting.isascii() and setting.isprintable()):
                 raise ValueError(f"{key!r}: the value must be printable ASCII on one line")
         return value
