@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from announcer.convert import is_dns_subdomain
 from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
 from announcer.policy import AddressRule, NodeRule, Policy
 
@@ -482,7 +483,7 @@ DEFAULT_WITHDRAW_LABEL = "bgp.announcer.io/withdraw"
 def check_label_key(key: str) -> str:
     """A Kubernetes label key ('[prefix/]name'), or ValueError saying why not."""
     prefix, _, name = key.rpartition("/")
-    if not _LABEL_NAME.fullmatch(name) or (prefix and not _is_dns_subdomain(prefix)):
+    if not _LABEL_NAME.fullmatch(name) or (prefix and not is_dns_subdomain(prefix)):
         raise ValueError(f"{key!r} is not a label key ([DNS-subdomain/]name, name up to 63 characters)")
     return key
 
@@ -540,7 +541,7 @@ class Config(_Strict):
     @field_validator("node_name")
     @classmethod
     def _node_name(cls, value: str | None) -> str | None:
-        if value is not None and not _is_dns_subdomain(value):
+        if value is not None and not is_dns_subdomain(value):
             raise ValueError("must be a DNS subdomain name (lower-case letters, digits, '-', '.')")
         return value
 
@@ -569,13 +570,6 @@ class Config(_Strict):
         if self.node_name is None:
             raise ConfigError(f"node_name: not set (set it or the {ENV_NODE_NAME} environment variable)")
         return self.node_name
-
-
-def _is_dns_subdomain(value: str) -> bool:
-    if not 0 < len(value) <= 253:
-        return False
-    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
-    return set(value) <= allowed and value[0].isalnum() and value[-1].isalnum()
 
 
 _KEYED_MESSAGE = re.compile(r"^Value error, (?P<key>[a-z_][a-z0-9_.]*): (?P<message>.*)$", re.DOTALL)

@@ -182,10 +182,16 @@ def _annotation_text(value: object, field: str, where: str, problems: list[Probl
     return value.strip()
 
 
-def _number(text: str) -> int:
+def parse_uint32(text: str) -> int:
+    """ASCII decimal digits (at most 10) of a number from 0 to 2**32 - 1, or ValueError."""
     if not _NUMBER.fullmatch(text) or int(text) > UINT32_MAX:
         raise ValueError(f"{text!r} is not a number from 0 to {UINT32_MAX}")
     return int(text)
+
+
+def is_dns_subdomain(value: str) -> bool:
+    """A Kubernetes DNS subdomain name (RFC 1123): lower-case letters, digits, '-' and '.', at most 253 characters."""
+    return _DNS_SUBDOMAIN.fullmatch(value) is not None
 
 
 def _overrides(
@@ -218,7 +224,7 @@ def _overrides(
                 else:
                     large_communities = tuple(sorted({parse_large_community(word) for word in words}))
             else:
-                numbers[suffix] = _number(text)
+                numbers[suffix] = parse_uint32(text)
         except ValueError as error:
             problems.append(Problem(where, field, f"{error}; ignored"))
     return opted_out, AttributeOverrides(

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from announcer.config import Config, ConfigError, Peer
+from announcer.convert import parse_uint32
 from announcer.policy import NodeView, selector_matches
 
 PROCESS_NAME = "announcer"
@@ -116,9 +117,13 @@ def node_local_as(config: Config, node: NodeView) -> int:
     text = node.labels.get(key, node.annotations.get(key))
     if text is None:
         return config.bgp.local_as
-    if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= 4_294_967_295):
+    try:
+        number = parse_uint32(text)
+    except ValueError:
+        number = 0
+    if number < 1:
         raise ConfigError(f"Node {node.name}: {where} {key}: {text[:40]!r} is not an AS number from 1 to 4294967295")
-    return int(text)
+    return number
 
 
 def selected_peers(config: Config, node: NodeView) -> list[Peer]:
