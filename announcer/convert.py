@@ -1,4 +1,4 @@
-"""The only module that knows Kubernetes object shapes: raw JSON to validated views, with problems named."""
+"""The only module that knows Kubernetes object shapes: raw JSON (or its shape) to validated views, problems named."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from announcer.model import (
     parse_large_community,
 )
 from announcer.policy import NODE_READY_UNKNOWN, NodeView
+from announcer.shapes import EndpointShape, NodeShape, ObjectShape, ServiceShape, SliceShape
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 OPT_OUT = "opt-out"
@@ -48,7 +49,11 @@ def object_key(obj: Mapping[str, object]) -> tuple[str, str]:
     metadata = obj.get("metadata")
     if not isinstance(metadata, Mapping):
         raise ObjectError("metadata: missing or not an object")
-    namespace, name = metadata.get("namespace"), metadata.get("name")
+    return _object_key(metadata.get("namespace"), metadata.get("name"))
+
+
+def _object_key(namespace: object, name: object) -> tuple[str, str]:
+    """(namespace, name) from metadata's values, validated, or ObjectError."""
     if not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace):
         raise ObjectError(f"metadata.namespace: {_shown(namespace)} is not a namespace name")
     if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name):
@@ -132,14 +137,12 @@ def _list_field(values: object, field: str, where: str, problems: list[Problem])
     return [(f"{field}[{index}]", value) for index, value in enumerate(values[:MAX_LIST_ITEMS])]
 
 
-def _cluster_ips(spec: Mapping[str, object], where: str, problems: list[Problem]) -> tuple[bool, list[IPAddress]]:
-    """(headless, one address per family in spec.clusterIPs order)."""
-    values = spec.get("clusterIPs")
+def _cluster_ips(values: object, single: object, where: str, problems: list[Problem]) -> tuple[bool, list[IPAddress]]:
+    """(headless, one address per family in spec.clusterIPs order), from spec.clusterIPs and spec.clusterIP."""
     field = "spec.clusterIPs"
     if values is None:
-        single = spec.get("clusterIP")
         values, field = ([] if single in (None, "") else [single]), "spec.clusterIP"
-    if values == ["None"] or spec.get("clusterIP") == "None":
+    if values == ["None"] or single == "None":
         return True, []
     chosen: list[IPAddress] = []
     for item_field, address in _parse_addresses(_list_field(values, field, where, problems), where, problems):
@@ -150,10 +153,8 @@ def _cluster_ips(spec: Mapping[str, object], where: str, problems: list[Problem]
     return False, chosen
 
 
-def _load_balancer_ips(status: object, where: str, problems: list[Problem]) -> list[IPAddress]:
+def _load_balancer_ips(ingress: object, where: str, problems: list[Problem]) -> list[IPAddress]:
     """status.loadBalancer.ingress[].ip, skipping hostname-only entries and ipMode Proxy."""
-    load_balancer = status.get("loadBalancer") if isinstance(status, Mapping) else None
-    ingress = load_balancer.get("ingress") if isinstance(load_balancer, Mapping) else None
     candidates = [
         (f"{field}.ip", entry.get("ip"))
         for field, entry in _list_field(ingress, "status.loadBalancer.ingress", where, problems)
@@ -162,8 +163,7 @@ def _load_balancer_ips(status: object, where: str, problems: list[Problem]) -> l
     return [address for _, address in _parse_addresses(candidates, where, problems)]
 
 
-def _traffic_local(spec: Mapping[str, object], field: str, where: str, problems: list[Problem]) -> bool:
-    value = spec.get(field)
+def _traffic_local(value: object, field: str, where: str, problems: list[Problem]) -> bool:
     if value in (None, "Cluster"):
         return False
     if value == "Local":
@@ -261,40 +261,92 @@ def _metadata(obj: Mapping[str, object]) -> Mapping[str, object]:
 def service_view(obj: Mapping[str, object], annotation_prefix: str) -> tuple[ServiceView, list[Problem]]:
     """The slim view of a Service and the problems found in it; ObjectError if it has no usable name."""
     namespace, name = object_key(obj)
-    where = f"Service {namespace}/{name}"
-    problems: list[Problem] = []
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
-        problems.append(Problem(where, "spec", "missing or not an object; nothing announced"))
-        return ServiceView(namespace, name), problems
-    service_type = spec.get("type", "ClusterIP")
+        where = f"Service {namespace}/{name}"
+        return ServiceView(namespace, name), [Problem(where, "spec", "missing or not an object; nothing announced")]
+    status = obj.get("status")
+    load_balancer = status.get("loadBalancer") if isinstance(status, Mapping) else None
+    return _service_view(
+        namespace,
+        name,
+        annotation_prefix,
+        annotations=_metadata(obj).get("annotations"),
+        service_type=spec.get("type", "ClusterIP"),
+        cluster_ips=spec.get("clusterIPs"),
+        cluster_ip=spec.get("clusterIP"),
+        external_ips=spec.get("externalIPs"),
+        external_policy=spec.get("externalTrafficPolicy"),
+        internal_policy=spec.get("internalTrafficPolicy"),
+        ingress=load_balancer.get("ingress") if isinstance(load_balancer, Mapping) else None,
+    )
+
+
+def _service_shape_view(
+    obj: ServiceShape, key: tuple[str, str], annotation_prefix: str
+) -> tuple[ServiceView, list[Problem]]:
+    """service_view() of a Service decoded into its shape (spec an object, status an object or null)."""
+    spec, status = obj.spec, obj.status
+    load_balancer = status.loadBalancer if status is not None else None
+    return _service_view(
+        key[0],
+        key[1],
+        annotation_prefix,
+        annotations=obj.metadata.annotations,
+        service_type=spec.type,
+        cluster_ips=spec.clusterIPs,
+        cluster_ip=spec.clusterIP,
+        external_ips=spec.externalIPs,
+        external_policy=spec.externalTrafficPolicy,
+        internal_policy=spec.internalTrafficPolicy,
+        ingress=load_balancer.ingress if load_balancer is not None else None,
+    )
+
+
+def _service_view(
+    namespace: str,
+    name: str,
+    annotation_prefix: str,
+    *,
+    annotations: object,
+    service_type: object,
+    cluster_ips: object,
+    cluster_ip: object,
+    external_ips: object,
+    external_policy: object,
+    internal_policy: object,
+    ingress: object,
+) -> tuple[ServiceView, list[Problem]]:
+    """Every check of a Service's fields, whichever way they were read."""
+    where = f"Service {namespace}/{name}"
+    problems: list[Problem] = []
     if service_type not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         problems.append(Problem(where, "spec.type", f"{_shown(service_type)} is not a Service type"))
         return ServiceView(namespace, name, service_type="invalid"), problems
-    annotations = _metadata(obj).get("annotations") or {}
+    annotations = annotations or {}
     if not isinstance(annotations, Mapping):
         problems.append(Problem(where, "metadata.annotations", "not an object; ignored"))
         annotations = {}
     opted_out, overrides = _overrides(annotations, annotation_prefix, where, problems)
     if service_type == "ExternalName":
         return ServiceView(namespace, name, service_type=service_type, opted_out=opted_out), problems
-    headless, cluster_ips = _cluster_ips(spec, where, problems)
+    headless, chosen = _cluster_ips(cluster_ips, cluster_ip, where, problems)
     return (
         ServiceView(
             namespace=namespace,
             name=name,
             service_type=service_type,
             headless=headless,
-            cluster_ips=tuple(cluster_ips),
+            cluster_ips=tuple(chosen),
             external_ips=tuple(
                 address
                 for _, address in _parse_addresses(
-                    _list_field(spec.get("externalIPs"), "spec.externalIPs", where, problems), where, problems
+                    _list_field(external_ips, "spec.externalIPs", where, problems), where, problems
                 )
             ),
-            load_balancer_ips=tuple(_load_balancer_ips(obj.get("status"), where, problems)),
-            external_traffic_local=_traffic_local(spec, "externalTrafficPolicy", where, problems),
-            internal_traffic_local=_traffic_local(spec, "internalTrafficPolicy", where, problems),
+            load_balancer_ips=tuple(_load_balancer_ips(ingress, where, problems)),
+            external_traffic_local=_traffic_local(external_policy, "externalTrafficPolicy", where, problems),
+            internal_traffic_local=_traffic_local(internal_policy, "internalTrafficPolicy", where, problems),
             opted_out=opted_out,
             overrides=overrides,
             require_endpoints=_require_endpoints(annotations, annotation_prefix, where, problems),
@@ -308,10 +360,11 @@ def endpoint_can_serve(endpoint: Mapping[str, object]) -> bool:
     conditions = endpoint.get("conditions")
     if not isinstance(conditions, Mapping):
         return True
-    ready = conditions.get("ready")
-    if ready is None or ready is True:
-        return True
-    return conditions.get("serving") is True
+    return _can_serve(conditions.get("ready"), conditions.get("serving"))
+
+
+def _can_serve(ready: object, serving: object) -> bool:
+    return ready is None or ready is True or serving is True
 
 
 _ADDRESS_TYPES = {"IPv4": Family.IPV4, "IPv6": Family.IPV6, "FQDN": None}
@@ -320,31 +373,41 @@ _ADDRESS_TYPES = {"IPv4": Family.IPV4, "IPv6": Family.IPV6, "FQDN": None}
 def slice_view(obj: Mapping[str, object]) -> tuple[SliceView | None, list[Problem]]:
     """The slim view of an EndpointSlice (None if it belongs to no Service); ObjectError if it has no name."""
     namespace, name = object_key(obj)
+    return _slice_view(namespace, name, _metadata(obj).get("labels"), obj.get("addressType"), obj.get("endpoints"))
+
+
+def _slice_view(
+    namespace: str, name: str, labels: object, address_type: object, endpoints: object
+) -> tuple[SliceView | None, list[Problem]]:
+    """Every check of an EndpointSlice's fields; endpoints as raw JSON or as their shapes."""
     where = f"EndpointSlice {namespace}/{name}"
     problems: list[Problem] = []
-    labels = _metadata(obj).get("labels") or {}
+    labels = labels or {}
     service_name = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
     if service_name is None:
         return None, problems
     if not isinstance(service_name, str) or not _DNS_LABEL.fullmatch(service_name):
         problems.append(Problem(where, f"metadata.labels[{SERVICE_NAME_LABEL}]", "not a Service name; ignored"))
         return None, problems
-    address_type = obj.get("addressType")
     if not isinstance(address_type, str) or address_type not in _ADDRESS_TYPES:
         problems.append(Problem(where, "addressType", f"{_shown(address_type)} is not IPv4, IPv6 or FQDN"))
         return None, problems
-    endpoints = obj.get("endpoints") or []
+    endpoints = endpoints or []
     if not isinstance(endpoints, list):
         problems.append(Problem(where, "endpoints", "must be a list; no endpoint counted"))
         endpoints = []
     nodes: set[str] = set()
     unplaced = False
     for index, endpoint in enumerate(endpoints):
-        if not isinstance(endpoint, Mapping):
+        if isinstance(endpoint, EndpointShape):
+            node, conditions = endpoint.nodeName, endpoint.conditions
+            serves = conditions is None or _can_serve(conditions.ready, conditions.serving)
+        elif isinstance(endpoint, Mapping):
+            node, serves = endpoint.get("nodeName"), endpoint_can_serve(endpoint)
+        else:
             problems.append(Problem(where, f"endpoints[{index}]", "not an object"))
             continue
-        node = endpoint.get("nodeName")
-        if not endpoint_can_serve(endpoint):
+        if not serves:
             continue
         if node is None:
             unplaced = True
@@ -366,7 +429,10 @@ def node_key(obj: Mapping[str, object]) -> tuple[str, str]:
     metadata = obj.get("metadata")
     if not isinstance(metadata, Mapping):
         raise ObjectError("metadata: missing or not an object")
-    name = metadata.get("name")
+    return _node_key(metadata.get("name"))
+
+
+def _node_key(name: object) -> tuple[str, str]:
     if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name):
         raise ObjectError(f"metadata.name: {_shown(name)} is not a node name")
     return "", name
@@ -388,11 +454,8 @@ def _string_map(value: object, field: str, where: str, problems: list[Problem]) 
     return kept
 
 
-def _ready(status: object, where: str, problems: list[Problem]) -> str:
+def _ready(conditions: object, where: str, problems: list[Problem]) -> str:
     """status.conditions[type=Ready].status; 'Unknown' when absent or malformed (named)."""
-    if status is None:
-        return NODE_READY_UNKNOWN
-    conditions = status.get("conditions") if isinstance(status, Mapping) else None
     if conditions is None:
         return NODE_READY_UNKNOWN
     if not isinstance(conditions, list):
@@ -412,22 +475,37 @@ def _ready(status: object, where: str, problems: list[Problem]) -> str:
 def node_view(obj: Mapping[str, object]) -> tuple[NodeView, list[Problem]]:
     """The view of a Node: labels, annotations, spec.unschedulable and the Ready condition, each validated."""
     _, name = node_key(obj)
+    metadata = _metadata(obj)
+    spec, status = obj.get("spec"), obj.get("status")
+    return _node_view(
+        name,
+        metadata.get("labels"),
+        metadata.get("annotations"),
+        spec_is_object=spec is None or isinstance(spec, Mapping),
+        unschedulable=spec.get("unschedulable") if isinstance(spec, Mapping) else None,
+        conditions=status.get("conditions") if isinstance(status, Mapping) else None,
+    )
+
+
+def _node_view(
+    name: str, labels: object, annotations: object, *, spec_is_object: bool, unschedulable: object, conditions: object
+) -> tuple[NodeView, list[Problem]]:
+    """Every check of a Node's fields, whichever way they were read."""
     where = f"Node {name}"
     problems: list[Problem] = []
-    metadata = _metadata(obj)
-    labels = _string_map(metadata.get("labels"), "metadata.labels", where, problems)
-    annotations = _string_map(metadata.get("annotations"), "metadata.annotations", where, problems)
-    spec = obj.get("spec")
-    unschedulable = False
-    if spec is not None and not isinstance(spec, Mapping):
+    kept_labels = _string_map(labels, "metadata.labels", where, problems)
+    kept_annotations = _string_map(annotations, "metadata.annotations", where, problems)
+    cordoned = False
+    if not spec_is_object:
         problems.append(Problem(where, "spec", "not an object; taken as schedulable"))
-    elif isinstance(spec, Mapping):
-        value = spec.get("unschedulable")
-        if isinstance(value, bool):
-            unschedulable = value
-        elif value is not None:
-            problems.append(Problem(where, "spec.unschedulable", f"{_shown(value)} is not a boolean; taken as false"))
-    return NodeView(name, labels, annotations, unschedulable, _ready(obj.get("status"), where, problems)), problems
+    elif isinstance(unschedulable, bool):
+        cordoned = unschedulable
+    elif unschedulable is not None:
+        problems.append(
+            Problem(where, "spec.unschedulable", f"{_shown(unschedulable)} is not a boolean; taken as false")
+        )
+    ready = _ready(conditions, where, problems)
+    return NodeView(name, kept_labels, kept_annotations, cordoned, ready), problems
 
 
 class ObjectKind(Enum):
@@ -455,27 +533,73 @@ class Converted:
     unreadable: bool = False
 
 
+_SHAPES: dict[ObjectKind, type[ObjectShape]] = {
+    ObjectKind.SERVICE: ServiceShape,
+    ObjectKind.ENDPOINT_SLICE: SliceShape,
+    ObjectKind.NODE: NodeShape,
+}
+
+
+def shape_of(kind: ObjectKind) -> type[ObjectShape]:
+    """The slim shape (shapes.py) a decoder may fill for an object of this kind instead of the raw JSON."""
+    return _SHAPES[kind]
+
+
 def convert_object(kind: ObjectKind, obj: object, annotation_prefix: str) -> Converted:
-    """Raw JSON of a Service or EndpointSlice to its view; never raises: what cannot be read is named instead."""
-    if not isinstance(obj, Mapping):
+    """Raw JSON, or its shape_of(kind), of a Service, EndpointSlice or Node to its view; never raises on what the
+    object holds: what cannot be read is named instead (a shape of another kind is a bug: TypeError)."""
+    if isinstance(obj, ObjectShape):
+        if not isinstance(obj, _SHAPES[kind]):
+            raise TypeError(f"a {type(obj).__name__} is not the shape of a {kind.value}")
+    elif not isinstance(obj, Mapping):
         return Converted(kind, None, None, (), f"{_shown(obj)[:40]} is not an object")
     try:
-        key = node_key(obj) if kind is ObjectKind.NODE else object_key(obj)
+        key = _key(kind, obj)
     except ObjectError as error:
         return Converted(kind, None, None, (), str(error))
     try:
-        if kind is ObjectKind.NODE:
-            node, problems = node_view(obj)
-            return Converted(kind, key, node, tuple(problems))
-        if kind is ObjectKind.SERVICE:
-            view, problems = service_view(obj, annotation_prefix)
-            return Converted(kind, key, view, tuple(problems))
-        slice_, problems = slice_view(obj)
-        return Converted(kind, key, slice_, tuple(problems))
+        view, problems = _view(kind, obj, key, annotation_prefix)
+        return Converted(kind, key, view, tuple(problems))
     except Exception as error:  # a shape no rule above foresaw: this object is skipped, never the watch
         where = f"{kind.value} {key[0]}/{key[1]}"
         problem = Problem(where, "(object)", f"cannot be read ({type(error).__name__}: {error}); ignored")
         return Converted(kind, key, None, (problem,), unreadable=True)
+
+
+def _key(kind: ObjectKind, obj: ObjectShape | Mapping[str, object]) -> tuple[str, str]:
+    if isinstance(obj, NodeShape):
+        return _node_key(obj.metadata.name)
+    if isinstance(obj, ServiceShape | SliceShape):
+        return _object_key(obj.metadata.namespace, obj.metadata.name)
+    if isinstance(obj, ObjectShape):
+        raise TypeError(f"{type(obj).__name__}: not an object's shape")
+    return node_key(obj) if kind is ObjectKind.NODE else object_key(obj)
+
+
+def _view(
+    kind: ObjectKind, obj: ObjectShape | Mapping[str, object], key: tuple[str, str], annotation_prefix: str
+) -> tuple[ServiceView | SliceView | NodeView | None, list[Problem]]:
+    if isinstance(obj, ServiceShape):
+        return _service_shape_view(obj, key, annotation_prefix)
+    if isinstance(obj, SliceShape):
+        return _slice_view(key[0], key[1], obj.metadata.labels, obj.addressType, obj.endpoints)
+    if isinstance(obj, NodeShape):
+        spec, status = obj.spec, obj.status
+        return _node_view(
+            key[1],
+            obj.metadata.labels,
+            obj.metadata.annotations,
+            spec_is_object=True,
+            unschedulable=spec.unschedulable if spec is not None else None,
+            conditions=status.conditions if status is not None else None,
+        )
+    if isinstance(obj, ObjectShape):
+        raise TypeError(f"{type(obj).__name__}: not an object's shape")
+    if kind is ObjectKind.NODE:
+        return node_view(obj)
+    if kind is ObjectKind.SERVICE:
+        return service_view(obj, annotation_prefix)
+    return slice_view(obj)
 
 
 def converter(kind: ObjectKind, annotation_prefix: str) -> Callable[[object], Converted]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from announcer.config import Config
-from announcer.convert import Converted, ObjectKind, converter
+from announcer.convert import Converted, ObjectKind, converter, shape_of
 from announcer.exabgp import ExaBgpPipe, PipeClosed
 from announcer.kube import (
     Backoff,
@@ -90,8 +90,8 @@ def _gather(events: queue.Queue[LoopEvent], first_wait: float, batch_delay: floa
 def _watchers(
     config: Config, api: KubeApi, sink: Callable[[WatchEvent[Converted]], None], stop: threading.Event
 ) -> list[ResourceWatcher[Converted]]:
-    """One watcher per resource, converting each object with convert.py as it reads it; this node's Node only when a
-    node-state rule is on."""
+    """One watcher per resource, decoding each object into its slim shape and converting it with convert.py as it reads
+    it; this node's Node only when a node-state rule is on."""
     resources = [
         resource for resource in Resource if resource is not Resource.NODES or config.node_state.rule().enabled
     ]
@@ -102,6 +102,7 @@ def _watchers(
             sink,
             stop,
             convert=converter(KINDS[resource], config.announce.annotation_prefix),
+            shape=shape_of(KINDS[resource]),
             label_selector=config.announce.service_label_selector if resource is Resource.SERVICES else "",
             field_selector=node_field_selector(config.node) if resource is Resource.NODES else "",
             page_size=config.watch.page_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -14,7 +15,10 @@ from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeAlias, TypeVar, cast
 
 import kubernetes
+import msgspec
 import urllib3
+
+from announcer.shapes import ObjectShape
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +181,7 @@ def make_api_client(kubeconfig: Path | None) -> object:
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a list: its objects as raw JSON values, and the list's resourceVersion."""
+    """One page of a list: its objects (raw JSON values, or their shapes), and the list's resourceVersion."""
 
     items: list[object]
     resource_version: str
@@ -185,6 +189,67 @@ class Page:
 
 def _field(document: object, name: str) -> object:
     return document.get(name) if isinstance(document, dict) else None
+
+
+class _ListMeta(msgspec.Struct):
+    resource_version: object = msgspec.field(default=None, name="resourceVersion")
+    continued: object = msgspec.field(default=None, name="continue")
+
+
+class _ListDocument(msgspec.Struct):
+    """A list page with its items left undecoded, each to be decoded on its own."""
+
+    metadata: _ListMeta | None = None
+    items: list[msgspec.Raw] | None = None
+
+
+class _EventDocument(msgspec.Struct):
+    """A watch event with its object left undecoded."""
+
+    kind: object = msgspec.field(default=None, name="type")
+    obj: msgspec.Raw = msgspec.field(default=msgspec.Raw(b"null"), name="object")
+
+
+_LIST_DECODER = msgspec.json.Decoder(_ListDocument)
+_EVENT_DECODER = msgspec.json.Decoder(_EventDocument)
+_UNFIT = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec's ValidationError is a DecodeError
+
+
+@functools.cache
+def shape_decoder(shape: type[ObjectShape]) -> Callable[[bytes | msgspec.Raw], object]:
+    """Decodes one object's JSON into `shape`; an object that does not fit it (a shape nobody foresaw, or JSON
+    that only Python's decoder reads) comes back as raw JSON from json.loads, for convert.py to name its faults."""
+    typed = msgspec.json.Decoder(shape)
+
+    def decode(text: bytes | msgspec.Raw) -> object:
+        try:
+            return typed.decode(text)
+        except _UNFIT:
+            document: object = json.loads(bytes(text))
+            return document
+
+    return decode
+
+
+def _read_page(data: bytes, shape: type[ObjectShape] | None) -> tuple[list[object], object, object]:
+    """(items, resourceVersion, continue token) of a page; items decoded one by one into `shape` if given."""
+    if shape is not None:
+        try:
+            page = _LIST_DECODER.decode(data)
+        except _UNFIT:
+            pass  # an envelope of another shape: read below exactly as without a shape
+        else:
+            decode = shape_decoder(shape)
+            meta = page.metadata or _ListMeta()
+            return [decode(item) for item in page.items or ()], meta.resource_version, meta.continued
+    document: object = json.loads(data)
+    metadata = _field(document, "metadata")
+    items = _field(document, "items")
+    return (
+        list(items) if isinstance(items, list) else [],
+        _field(metadata, "resourceVersion"),
+        _field(metadata, "continue"),
+    )
 
 
 def list_pages(
@@ -195,10 +260,13 @@ def list_pages(
     field_selector: str = "",
     page_size: int = 500,
     request_timeout: float = 30.0,
+    shape: type[ObjectShape] | None = None,
 ) -> Iterator[Page]:
     """Every object of a resource, page by page (limit/continue), each request bounded by request_timeout.
 
-    The resourceVersion is the first page's: the continue tokens keep every page in that snapshot.
+    The resourceVersion is the first page's: the continue tokens keep every page in that snapshot. Items are raw
+    JSON values; with a `shape`, each item is decoded on its own into it (shape_decoder), raw JSON where it does not
+    fit.
     """
     token = ""
     resource_version = ""
@@ -214,14 +282,12 @@ def list_pages(
             **arguments,
         )
         try:
-            document: object = json.loads(response.data)
+            items, version, continued = _read_page(response.data, shape)
         finally:
             response.release_conn()
-        metadata = _field(document, "metadata")
-        items = _field(document, "items")
-        resource_version = resource_version or str(_field(metadata, "resourceVersion") or "")
-        yield Page(list(items) if isinstance(items, list) else [], resource_version)
-        continued = _field(metadata, "continue")
+        del response  # the page's bytes live no longer than its decoding
+        resource_version = resource_version or str(version or "")
+        yield Page(items, resource_version)
         if not isinstance(continued, str) or not continued:
             return
         token = continued
@@ -256,15 +322,28 @@ def _lines(response: _Response) -> Iterator[bytes]:
 
 
 def _object_name(obj: object) -> str:
-    """'namespace/name' of a raw object, for a log line, whatever its shape."""
-    metadata = _field(obj, "metadata")
-    return f"{_field(metadata, 'namespace')!r}/{_field(metadata, 'name')!r}"
+    """'namespace/name' of a raw object or of its shape, for a log line, whatever it holds."""
+    if isinstance(obj, ObjectShape):
+        metadata: object = obj.metadata
+        namespace, name = getattr(metadata, "namespace", None), getattr(metadata, "name", None)
+    else:
+        metadata = _field(obj, "metadata")
+        namespace, name = _field(metadata, "namespace"), _field(metadata, "name")
+    return f"{namespace!r}/{name!r}"
+
+
+def _version(obj: object) -> object:
+    """metadata.resourceVersion of a raw object or of its shape."""
+    if isinstance(obj, ObjectShape):
+        return obj.metadata.resourceVersion
+    return _field(_field(obj, "metadata"), "resourceVersion")
 
 
 class ResourceWatcher(threading.Thread, Generic[T]):
     """Lists one resource, then watches it from the list's resourceVersion, forever, with bookmarks.
 
-    Each object is converted (`convert`, owned by convert.py) as it is read; the sink gets typed events. 410
+    Each object is converted (`convert`, owned by convert.py) as it is read: raw JSON, or with a `shape` that shape
+    (shape_decoder: raw JSON where it does not fit), so `convert` must read both. The sink gets typed events. 410
     Expired means a re-list. A dropped connection, a read timeout, a 5xx or an ERROR event means a new watch from
     the last resourceVersion seen (an event's or a BOOKMARK's), after a backoff: never a replay of events already
     handed on. One object that cannot be converted is logged and skipped; the watch goes on.
@@ -278,6 +357,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
         stop: threading.Event,
         *,
         convert: Callable[[object], T],
+        shape: type[ObjectShape] | None = None,
         label_selector: str = "",
         field_selector: str = "",
         page_size: int = 500,
@@ -290,6 +370,8 @@ class ResourceWatcher(threading.Thread, Generic[T]):
         self.api = api_client if isinstance(api_client, KubeApi) else KubeApi(api_client)
         self.sink = sink
         self.convert = convert  # applied as each object is read: a page's raw JSON is dropped at once
+        self.shape = shape
+        self._decode = shape_decoder(shape) if shape is not None else None
         self.stop_event = stop
         self.label_selector = label_selector
         self.field_selector = field_selector
@@ -361,6 +443,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             field_selector=self.field_selector,
             page_size=self.page_size,
             request_timeout=self.request_timeout,
+            shape=self.shape,
         ):
             resource_version = resource_version or page.resource_version
             converted = [value for item in page.items for value in self._convert(item)]
@@ -390,19 +473,34 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             for line in _lines(response):
                 if self.stop_event.is_set():
                     break
-                self._event(json.loads(line))
+                self._line(line)
         finally:
             self._response = None
             response.release_conn()
 
-    def _event(self, event: object) -> None:
-        kind, obj = _field(event, "type"), _field(event, "object")
+    def _line(self, line: bytes) -> None:
+        """One watch event's line: with a shape, a change's object is decoded on its own into it (raw JSON where it
+        does not fit); any other event's object, or a line whose envelope does not fit, is read as raw JSON."""
+        if self._decode is not None:
+            try:
+                event = _EVENT_DECODER.decode(line)
+            except _UNFIT:
+                pass
+            else:
+                kind = event.kind
+                change = isinstance(kind, str) and kind in _CHANGES
+                self._event(kind, self._decode(event.obj) if change else json.loads(bytes(event.obj)))
+                return
+        document: object = json.loads(line)
+        self._event(_field(document, "type"), _field(document, "object"))
+
+    def _event(self, kind: object, obj: object) -> None:
         if kind == "ERROR":
             code = _field(obj, "code")
             if code == HTTP_GONE:
                 raise Expired
             raise WatchError(f"ERROR event {code}: {_field(obj, 'message')}")
-        version = _field(_field(obj, "metadata"), "resourceVersion")
+        version = _version(obj)
         change = _CHANGES.get(kind) if isinstance(kind, str) else None
         if change is not None:
             self.stats.events += 1

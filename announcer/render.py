@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from announcer.config import Config, ConfigError
-from announcer.convert import Converted, ObjectKind, convert_object
+from announcer.convert import Converted, ObjectKind, convert_object, shape_of
 from announcer.desired import DesiredTable
 from announcer.model import Problem, ServiceView, SliceView, family_of
 from announcer.policy import NodeView
@@ -147,6 +147,7 @@ def _objects_from_cluster(config: Config, node: str) -> list[Converted]:
             field_selector=node_field_selector(node) if resource is Resource.NODES else "",
             page_size=config.watch.page_size,
             request_timeout=config.watch.request_timeout,
+            shape=shape_of(kind),
         ):
             objects.extend(convert_object(kind, item, config.announce.annotation_prefix) for item in page.items)
     return objects

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from announcer.convert import Converted, ObjectKind, converter
 from announcer.kube import Backoff, Changed, KubeApi, Relisted, Resource, ResourceWatcher, list_pages
+from announcer.shapes import ServiceShape
 from lab.fakeapi import FakeApiServer
 from tests.factories import endpoint, endpoint_slice, service
 
@@ -43,14 +44,19 @@ class Watching:
         eventually(lambda: any(isinstance(event, Relisted) for event in self.events), "the first list")
 
     def changed(self) -> list[str]:
-        """kind:name of every watch event handed on, in order."""
-        return [f"{event.kind}:{event.obj['metadata']['name']}" for event in self.events if isinstance(event, Changed)]
+        """kind:name of every watch event handed on, in order (objects as raw JSON or as their shapes)."""
+        return [f"{event.kind}:{_name(event.obj)}" for event in self.events if isinstance(event, Changed)]
 
     def close(self) -> None:
         self.stop.set()
         self.watcher.close()
         self.watcher.join(5)
         self.client.close()  # type: ignore[no-untyped-call]
+
+
+def _name(obj: Any) -> str:
+    """metadata.name of an object as raw JSON or as its shape."""
+    return str(obj.metadata.name if isinstance(obj, ServiceShape) else obj["metadata"]["name"])
 
 
 def at_version(watching: Watching, version: str) -> bool:
@@ -63,10 +69,11 @@ def api() -> Iterator[FakeApiServer]:
         yield server
 
 
-@pytest.fixture
-def services(api: FakeApiServer) -> Iterator[Watching]:
+@pytest.fixture(params=[None, ServiceShape], ids=["raw", "shaped"])
+def services(api: FakeApiServer, request: pytest.FixtureRequest) -> Iterator[Watching]:
+    """A Services watcher handing on raw JSON, or each object decoded into its shape (the daemon's way)."""
     api.apply(service("a", ["198.51.100.1"]))
-    watching = Watching(api, Resource.SERVICES)
+    watching = Watching(api, Resource.SERVICES, shape=request.param)
     yield watching
     watching.close()
 
@@ -228,14 +235,21 @@ class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
         """Quiet: the test reads what it needs from the server's record."""
 
 
-def test_an_error_event_other_than_410_resumes_after_the_last_event_seen() -> None:
+@pytest.mark.parametrize("shape", [None, ServiceShape], ids=["raw", "shaped"])
+def test_an_error_event_other_than_410_resumes_after_the_last_event_seen(shape: type[ServiceShape] | None) -> None:
     server = ScriptedWatchServer()
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     events: list[Any] = []
     stop = threading.Event()
     with client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{server.server_port}")) as api_client:
         watcher = ResourceWatcher(
-            Resource.SERVICES, api_client, events.append, stop, convert=lambda obj: obj, backoff=Backoff(0.05, 0.1)
+            Resource.SERVICES,
+            api_client,
+            events.append,
+            stop,
+            convert=lambda obj: obj,
+            shape=shape,
+            backoff=Backoff(0.05, 0.1),
         )
         watcher.start()
         try:
@@ -246,4 +260,4 @@ def test_an_error_event_other_than_410_resumes_after_the_last_event_seen() -> No
             server.shutdown()
             server.server_close()
     assert server.watched_from[:2] == ["10", "11"]
-    assert [event.obj["metadata"]["name"] for event in events if isinstance(event, Changed)] == ["b"]
+    assert [_name(event.obj) for event in events if isinstance(event, Changed)] == ["b"]
