@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import random
@@ -15,9 +14,10 @@ from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeAlias, TypeVar, cast
 
 import kubernetes
-import msgspec
 import urllib3
 
+from announcer.decode import field as _field
+from announcer.decode import object_name, object_version, read_event, read_page
 from announcer.shapes import ObjectShape
 
 log = logging.getLogger(__name__)
@@ -187,71 +187,6 @@ class Page:
     resource_version: str
 
 
-def _field(document: object, name: str) -> object:
-    return document.get(name) if isinstance(document, dict) else None
-
-
-class _ListMeta(msgspec.Struct):
-    resource_version: object = msgspec.field(default=None, name="resourceVersion")
-    continued: object = msgspec.field(default=None, name="continue")
-
-
-class _ListDocument(msgspec.Struct):
-    """A list page with its items left undecoded, each to be decoded on its own."""
-
-    metadata: _ListMeta | None = None
-    items: list[msgspec.Raw] | None = None
-
-
-class _EventDocument(msgspec.Struct):
-    """A watch event with its object left undecoded."""
-
-    kind: object = msgspec.field(default=None, name="type")
-    obj: msgspec.Raw = msgspec.field(default=msgspec.Raw(b"null"), name="object")
-
-
-_LIST_DECODER = msgspec.json.Decoder(_ListDocument)
-_EVENT_DECODER = msgspec.json.Decoder(_EventDocument)
-_UNFIT = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec's ValidationError is a DecodeError
-
-
-@functools.cache
-def shape_decoder(shape: type[ObjectShape]) -> Callable[[bytes | msgspec.Raw], object]:
-    """Decodes one object's JSON into `shape`; an object that does not fit it (a shape nobody foresaw, or JSON
-    that only Python's decoder reads) comes back as raw JSON from json.loads, for convert.py to name its faults."""
-    typed = msgspec.json.Decoder(shape)
-
-    def decode(text: bytes | msgspec.Raw) -> object:
-        try:
-            return typed.decode(text)
-        except _UNFIT:
-            document: object = json.loads(bytes(text))
-            return document
-
-    return decode
-
-
-def _read_page(data: bytes, shape: type[ObjectShape] | None) -> tuple[list[object], object, object]:
-    """(items, resourceVersion, continue token) of a page; items decoded one by one into `shape` if given."""
-    if shape is not None:
-        try:
-            page = _LIST_DECODER.decode(data)
-        except _UNFIT:
-            pass  # an envelope of another shape: read below exactly as without a shape
-        else:
-            decode = shape_decoder(shape)
-            meta = page.metadata or _ListMeta()
-            return [decode(item) for item in page.items or ()], meta.resource_version, meta.continued
-    document: object = json.loads(data)
-    metadata = _field(document, "metadata")
-    items = _field(document, "items")
-    return (
-        list(items) if isinstance(items, list) else [],
-        _field(metadata, "resourceVersion"),
-        _field(metadata, "continue"),
-    )
-
-
 def list_pages(
     api: KubeApi,
     resource: Resource,
@@ -265,8 +200,7 @@ def list_pages(
     """Every object of a resource, page by page (limit/continue), each request bounded by request_timeout.
 
     The resourceVersion is the first page's: the continue tokens keep every page in that snapshot. Items are raw
-    JSON values; with a `shape`, each item is decoded on its own into it (shape_decoder), raw JSON where it does not
-    fit.
+    JSON values; with a `shape`, each item is decoded on its own into it, raw JSON where it does not fit (decode.py).
     """
     token = ""
     resource_version = ""
@@ -282,7 +216,7 @@ def list_pages(
             **arguments,
         )
         try:
-            items, version, continued = _read_page(response.data, shape)
+            items, version, continued = read_page(response.data, shape)
         finally:
             response.release_conn()
         del response  # the page's bytes live no longer than its decoding
@@ -321,29 +255,11 @@ def _lines(response: _Response) -> Iterator[bytes]:
                 yield line
 
 
-def _object_name(obj: object) -> str:
-    """'namespace/name' of a raw object or of its shape, for a log line, whatever it holds."""
-    if isinstance(obj, ObjectShape):
-        metadata: object = obj.metadata
-        namespace, name = getattr(metadata, "namespace", None), getattr(metadata, "name", None)
-    else:
-        metadata = _field(obj, "metadata")
-        namespace, name = _field(metadata, "namespace"), _field(metadata, "name")
-    return f"{namespace!r}/{name!r}"
-
-
-def _version(obj: object) -> object:
-    """metadata.resourceVersion of a raw object or of its shape."""
-    if isinstance(obj, ObjectShape):
-        return obj.metadata.resourceVersion
-    return _field(_field(obj, "metadata"), "resourceVersion")
-
-
 class ResourceWatcher(threading.Thread, Generic[T]):
     """Lists one resource, then watches it from the list's resourceVersion, forever, with bookmarks.
 
     Each object is converted (`convert`, owned by convert.py) as it is read: raw JSON, or with a `shape` that shape
-    (shape_decoder: raw JSON where it does not fit), so `convert` must read both. The sink gets typed events. 410
+    (raw JSON where it does not fit, decode.py), so `convert` must read both. The sink gets typed events. 410
     Expired means a re-list. A dropped connection, a read timeout, a 5xx or an ERROR event means a new watch from
     the last resourceVersion seen (an event's or a BOOKMARK's), after a backoff: never a replay of events already
     handed on. One object that cannot be converted is logged and skipped; the watch goes on.
@@ -371,7 +287,6 @@ class ResourceWatcher(threading.Thread, Generic[T]):
         self.sink = sink
         self.convert = convert  # applied as each object is read: a page's raw JSON is dropped at once
         self.shape = shape
-        self._decode = shape_decoder(shape) if shape is not None else None
         self.stop_event = stop
         self.label_selector = label_selector
         self.field_selector = field_selector
@@ -427,7 +342,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             log.error(
                 "%s %s skipped: cannot be converted (%s: %s)",
                 self.resource.value,
-                _object_name(obj),
+                object_name(obj),
                 type(error).__name__,
                 error,
             )
@@ -473,26 +388,10 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             for line in _lines(response):
                 if self.stop_event.is_set():
                     break
-                self._line(line)
+                self._event(*read_event(line, self.shape))
         finally:
             self._response = None
             response.release_conn()
-
-    def _line(self, line: bytes) -> None:
-        """One watch event's line: with a shape, a change's object is decoded on its own into it (raw JSON where it
-        does not fit); any other event's object, or a line whose envelope does not fit, is read as raw JSON."""
-        if self._decode is not None:
-            try:
-                event = _EVENT_DECODER.decode(line)
-            except _UNFIT:
-                pass
-            else:
-                kind = event.kind
-                change = isinstance(kind, str) and kind in _CHANGES
-                self._event(kind, self._decode(event.obj) if change else json.loads(bytes(event.obj)))
-                return
-        document: object = json.loads(line)
-        self._event(_field(document, "type"), _field(document, "object"))
 
     def _event(self, kind: object, obj: object) -> None:
         if kind == "ERROR":
@@ -500,7 +399,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             if code == HTTP_GONE:
                 raise Expired
             raise WatchError(f"ERROR event {code}: {_field(obj, 'message')}")
-        version = _version(obj)
+        version = object_version(obj)
         change = _CHANGES.get(kind) if isinstance(kind, str) else None
         if change is not None:
             self.stats.events += 1

@@ -15,17 +15,8 @@ from hypothesis import strategies as st
 from kubernetes import client
 
 from announcer.convert import Converted, ObjectKind, convert_object, converter, shape_of
-from announcer.kube import (
-    Backoff,
-    Changed,
-    KubeApi,
-    Relisted,
-    Resource,
-    ResourceWatcher,
-    _read_page,
-    list_pages,
-    shape_decoder,
-)
+from announcer.decode import object_name, object_version, read_event, read_page, shape_decoder
+from announcer.kube import Backoff, Changed, KubeApi, Relisted, Resource, ResourceWatcher, list_pages
 from announcer.shapes import NodeShape, ServiceShape, SliceShape
 from bench.lab_env import service_object
 from lab.fakeapi import FakeApiServer
@@ -294,11 +285,38 @@ GOOD = json.dumps(WELL_FORMED).encode()
     ],
 )
 def test_a_page_of_any_shape_yields_what_the_raw_json_path_yields(body: bytes) -> None:
-    typed_items, *typed_rest = _read_page(body, ServiceShape)
-    raw_items, *raw_rest = _read_page(body, None)
+    typed_items, *typed_rest = read_page(body, ServiceShape)
+    raw_items, *raw_rest = read_page(body, None)
     assert typed_rest == raw_rest
     convert = converter(ObjectKind.SERVICE, PREFIX)
     assert [convert(item) for item in typed_items] == [convert(item) for item in raw_items]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"ADDED","object":' + GOOD + b"}",
+        b'{"type":"MODIFIED","object":{"metadata":{"namespace":"default","name":"web","resourceVersion":"9"},"spec":[]}}',
+        b'{"type":"DELETED","object":{"metadata":{"name":"web","namespace":"default"},"spec":{"x":NaN}}}',
+        b'{"type":"ADDED","object":null}',
+        b'{"type":"ADDED"}',
+        b'{"type":"BOOKMARK","object":{"kind":"Service","metadata":{"resourceVersion":"12"}}}',
+        b'{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old resource version"}}',
+        b'{"type":["ADDED"],"object":' + GOOD + b"}",
+        b'{"type":"ADDED","object":' + GOOD + b',"type":"DELETED"}',
+        b'[{"type":"ADDED"}]',
+    ],
+)
+def test_a_watch_event_line_of_any_shape_reads_as_the_raw_json_path_reads_it(line: bytes) -> None:
+    (typed_kind, typed_obj), (raw_kind, raw_obj) = read_event(line, ServiceShape), read_event(line, None)
+    assert typed_kind == raw_kind
+    assert object_version(typed_obj) == object_version(raw_obj)
+    assert object_name(typed_obj) == object_name(raw_obj)
+    if raw_kind in ("ADDED", "MODIFIED", "DELETED"):
+        convert = converter(ObjectKind.SERVICE, PREFIX)
+        assert convert(typed_obj) == convert(raw_obj)
+    else:
+        assert typed_obj == raw_obj
 
 
 def hostile_mix() -> list[dict[str, Any]]:
