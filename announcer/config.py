@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from announcer.convert import is_dns_subdomain
+from announcer.fields import is_dns_subdomain
 from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
 from announcer.policy import AddressRule, NodeRule, Policy
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from announcer.fields import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    MAX_LIST_ITEMS,
+    annotation_text,
+    list_field,
+    parse_addresses,
+    parse_uint32,
+    shown,
+    string_map,
+)
 from announcer.model import (
-    UINT32_MAX,
     AttributeOverrides,
     Family,
     IPAddress,
@@ -31,12 +39,6 @@ LARGE_COMMUNITIES = "large-communities"
 LOCAL_PREFERENCE = "local-preference"
 MED = "med"
 REQUIRE_ENDPOINTS = "require-endpoints"
-MAX_ANNOTATION_LENGTH = 1024
-MAX_LIST_ITEMS = 64
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_NUMBER = re.compile(r"^[0-9]{1,10}$")
 _SEPARATORS = re.compile(r"[ ,]+")
 
 
@@ -54,87 +56,11 @@ def object_key(obj: Mapping[str, object]) -> tuple[str, str]:
 
 def _object_key(namespace: object, name: object) -> tuple[str, str]:
     """(namespace, name) from metadata's values, validated, or ObjectError."""
-    if not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace):
-        raise ObjectError(f"metadata.namespace: {_shown(namespace)} is not a namespace name")
-    if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise ObjectError(f"metadata.name: {_shown(name)} is not an object name")
+    if not isinstance(namespace, str) or not DNS_LABEL.fullmatch(namespace):
+        raise ObjectError(f"metadata.namespace: {shown(namespace)} is not a namespace name")
+    if not isinstance(name, str) or not DNS_SUBDOMAIN.fullmatch(name):
+        raise ObjectError(f"metadata.name: {shown(name)} is not an object name")
     return namespace, name
-
-
-def _shown(value: object) -> str:
-    """A value made safe and short for a log line."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# Ranges no Service address may be in, as (first, last) integers: cheaper than ipaddress's is_* properties.
-_REFUSED_IPV4 = (
-    (0x00000000, 0x00FFFFFF, "is in 0.0.0.0/8 (this network)"),
-    (0x7F000000, 0x7FFFFFFF, "is a loopback address"),
-    (0xA9FE0000, 0xA9FEFFFF, "is a link-local address"),
-    (0xE0000000, 0xEFFFFFFF, "is a multicast address"),
-    (0xF0000000, 0xFFFFFFFF, "is a reserved or broadcast address"),
-)
-_REFUSED_IPV6 = (
-    (0, 1, "is unspecified or loopback"),
-    (0xFFFF << 32, (0xFFFF << 32) | 0xFFFFFFFF, "is an IPv4-mapped IPv6 address"),
-    (0xFE80 << 112, (0xFEC0 << 112) - 1, "is a link-local address"),
-    (0xFF00 << 112, (1 << 128) - 1, "is a multicast address"),
-)
-
-
-@functools.lru_cache(maxsize=131_072)
-def _parse_address_text(text: str) -> IPAddress:
-    address = ipaddress.ip_address(text)
-    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
-        raise ValueError(f"{text!r} has a zone index")
-    number = int(address)
-    for first, last, why in _REFUSED_IPV4 if address.version == 4 else _REFUSED_IPV6:
-        if first <= number <= last:
-            raise ValueError(f"{text!r} {why}")
-    return address
-
-
-def parse_service_address(value: object) -> IPAddress:
-    """A unicast address a Service may carry; ValueError with the reason otherwise."""
-    if not isinstance(value, str) or not value.isascii() or len(value) > 45:
-        raise ValueError(f"{_shown(value)} is not an IP address")
-    try:
-        return _parse_address_text(value)
-    except ValueError as error:
-        if "does not appear to be" in str(error) or "Octet" in str(error) or "Expected" in str(error):
-            raise ValueError(f"{_shown(value)} is not an IP address") from None
-        raise
-
-
-def _parse_addresses(
-    candidates: Iterable[tuple[str, object]], where: str, problems: list[Problem]
-) -> list[tuple[str, IPAddress]]:
-    """(field, address) for each candidate that is a valid service address, first occurrence only."""
-    addresses: list[tuple[str, IPAddress]] = []
-    seen: set[IPAddress] = set()
-    for field, value in candidates:
-        try:
-            address = parse_service_address(value)
-        except ValueError as error:
-            problems.append(Problem(where, field, str(error)))
-            continue
-        if address not in seen:
-            seen.add(address)
-            addresses.append((field, address))
-    return addresses
-
-
-def _list_field(values: object, field: str, where: str, problems: list[Problem]) -> list[tuple[str, object]]:
-    """(field[index], item) of a list field, bounded; a problem if it is not a list."""
-    if values is None:
-        return []
-    if not isinstance(values, list):
-        problems.append(Problem(where, field, "must be a list"))
-        return []
-    if len(values) > MAX_LIST_ITEMS:
-        problems.append(Problem(where, field, f"more than {MAX_LIST_ITEMS} entries; the rest are ignored"))
-    return [(f"{field}[{index}]", value) for index, value in enumerate(values[:MAX_LIST_ITEMS])]
 
 
 def _cluster_ips(values: object, single: object, where: str, problems: list[Problem]) -> tuple[bool, list[IPAddress]]:
@@ -145,7 +71,7 @@ def _cluster_ips(values: object, single: object, where: str, problems: list[Prob
     if values == ["None"] or single == "None":
         return True, []
     chosen: list[IPAddress] = []
-    for item_field, address in _parse_addresses(_list_field(values, field, where, problems), where, problems):
+    for item_field, address in parse_addresses(list_field(values, field, where, problems), where, problems):
         if any(family_of(other) == family_of(address) for other in chosen):
             problems.append(Problem(where, item_field, f"a second {family_of(address).label} address"))
             continue
@@ -157,10 +83,10 @@ def _load_balancer_ips(ingress: object, where: str, problems: list[Problem]) -> 
     """status.loadBalancer.ingress[].ip, skipping hostname-only entries and ipMode Proxy."""
     candidates = [
         (f"{field}.ip", entry.get("ip"))
-        for field, entry in _list_field(ingress, "status.loadBalancer.ingress", where, problems)
+        for field, entry in list_field(ingress, "status.loadBalancer.ingress", where, problems)
         if isinstance(entry, Mapping) and entry.get("ip") is not None and entry.get("ipMode") != "Proxy"
     ]
-    return [address for _, address in _parse_addresses(candidates, where, problems)]
+    return [address for _, address in parse_addresses(candidates, where, problems)]
 
 
 def _traffic_local(value: object, field: str, where: str, problems: list[Problem]) -> bool:
@@ -168,30 +94,8 @@ def _traffic_local(value: object, field: str, where: str, problems: list[Problem
         return False
     if value == "Local":
         return True
-    problems.append(Problem(where, f"spec.{field}", f"{_shown(value)} is neither Cluster nor Local; Cluster used"))
+    problems.append(Problem(where, f"spec.{field}", f"{shown(value)} is neither Cluster nor Local; Cluster used"))
     return False
-
-
-def _annotation_text(value: object, field: str, where: str, problems: list[Problem]) -> str | None:
-    if not isinstance(value, str):
-        problems.append(Problem(where, field, f"{_shown(value)} is not a string; ignored"))
-        return None
-    if len(value) > MAX_ANNOTATION_LENGTH or not value.isascii() or not value.isprintable():
-        problems.append(Problem(where, field, f"{_shown(value)} has characters that are not allowed; ignored"))
-        return None
-    return value.strip()
-
-
-def parse_uint32(text: str) -> int:
-    """ASCII decimal digits (at most 10) of a number from 0 to 2**32 - 1, or ValueError."""
-    if not _NUMBER.fullmatch(text) or int(text) > UINT32_MAX:
-        raise ValueError(f"{text!r} is not a number from 0 to {UINT32_MAX}")
-    return int(text)
-
-
-def is_dns_subdomain(value: str) -> bool:
-    """A Kubernetes DNS subdomain name (RFC 1123): lower-case letters, digits, '-' and '.', at most 253 characters."""
-    return _DNS_SUBDOMAIN.fullmatch(value) is not None
 
 
 def _overrides(
@@ -207,7 +111,7 @@ def _overrides(
         if key not in annotations:
             continue
         field = f"metadata.annotations[{key}]"
-        text = _annotation_text(annotations[key], field, where, problems)
+        text = annotation_text(annotations[key], field, where, problems)
         if text is None:
             continue
         try:
@@ -243,7 +147,7 @@ def _require_endpoints(
     if key not in annotations:
         return None
     field = f"metadata.annotations[{key}]"
-    text = _annotation_text(annotations[key], field, where, problems)
+    text = annotation_text(annotations[key], field, where, problems)
     if text is None:
         return None
     if text not in ("true", "false"):
@@ -321,7 +225,7 @@ def _service_view(
     where = f"Service {namespace}/{name}"
     problems: list[Problem] = []
     if service_type not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
-        problems.append(Problem(where, "spec.type", f"{_shown(service_type)} is not a Service type"))
+        problems.append(Problem(where, "spec.type", f"{shown(service_type)} is not a Service type"))
         return ServiceView(namespace, name, service_type="invalid"), problems
     annotations = annotations or {}
     if not isinstance(annotations, Mapping):
@@ -340,8 +244,8 @@ def _service_view(
             cluster_ips=tuple(chosen),
             external_ips=tuple(
                 address
-                for _, address in _parse_addresses(
-                    _list_field(external_ips, "spec.externalIPs", where, problems), where, problems
+                for _, address in parse_addresses(
+                    list_field(external_ips, "spec.externalIPs", where, problems), where, problems
                 )
             ),
             load_balancer_ips=tuple(_load_balancer_ips(ingress, where, problems)),
@@ -386,11 +290,11 @@ def _slice_view(
     service_name = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
     if service_name is None:
         return None, problems
-    if not isinstance(service_name, str) or not _DNS_LABEL.fullmatch(service_name):
+    if not isinstance(service_name, str) or not DNS_LABEL.fullmatch(service_name):
         problems.append(Problem(where, f"metadata.labels[{SERVICE_NAME_LABEL}]", "not a Service name; ignored"))
         return None, problems
     if not isinstance(address_type, str) or address_type not in _ADDRESS_TYPES:
-        problems.append(Problem(where, "addressType", f"{_shown(address_type)} is not IPv4, IPv6 or FQDN"))
+        problems.append(Problem(where, "addressType", f"{shown(address_type)} is not IPv4, IPv6 or FQDN"))
         return None, problems
     endpoints = endpoints or []
     if not isinstance(endpoints, list):
@@ -412,8 +316,8 @@ def _slice_view(
         if node is None:
             unplaced = True
             continue
-        if not isinstance(node, str) or not _DNS_SUBDOMAIN.fullmatch(node):
-            problems.append(Problem(where, f"endpoints[{index}].nodeName", f"{_shown(node)} is not a node name"))
+        if not isinstance(node, str) or not DNS_SUBDOMAIN.fullmatch(node):
+            problems.append(Problem(where, f"endpoints[{index}].nodeName", f"{shown(node)} is not a node name"))
             continue
         nodes.add(node)
     view = SliceView(namespace, name, service_name, _ADDRESS_TYPES[address_type], frozenset(nodes), unplaced)
@@ -433,25 +337,9 @@ def node_key(obj: Mapping[str, object]) -> tuple[str, str]:
 
 
 def _node_key(name: object) -> tuple[str, str]:
-    if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise ObjectError(f"metadata.name: {_shown(name)} is not a node name")
+    if not isinstance(name, str) or not DNS_SUBDOMAIN.fullmatch(name):
+        raise ObjectError(f"metadata.name: {shown(name)} is not a node name")
     return "", name
-
-
-def _string_map(value: object, field: str, where: str, problems: list[Problem]) -> dict[str, str]:
-    """A labels or annotations map; entries that are not string to string are named and dropped."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        problems.append(Problem(where, field, "not an object; ignored"))
-        return {}
-    kept: dict[str, str] = {}
-    for key, item in value.items():
-        if isinstance(key, str) and isinstance(item, str):
-            kept[key] = item
-        else:
-            problems.append(Problem(where, f"{field}[{_shown(key)}]", f"{_shown(item)} is not a string; ignored"))
-    return kept
 
 
 def _ready(conditions: object, where: str, problems: list[Problem]) -> str:
@@ -467,7 +355,7 @@ def _ready(conditions: object, where: str, problems: list[Problem]) -> str:
             if isinstance(value, str) and value in _READY_STATUSES:
                 return value
             field = f"status.conditions[{index}].status"
-            problems.append(Problem(where, field, f"{_shown(value)} is not True, False or Unknown; Unknown used"))
+            problems.append(Problem(where, field, f"{shown(value)} is not True, False or Unknown; Unknown used"))
             return NODE_READY_UNKNOWN
     return NODE_READY_UNKNOWN
 
@@ -493,8 +381,8 @@ def _node_view(
     """Every check of a Node's fields, whichever way they were read."""
     where = f"Node {name}"
     problems: list[Problem] = []
-    kept_labels = _string_map(labels, "metadata.labels", where, problems)
-    kept_annotations = _string_map(annotations, "metadata.annotations", where, problems)
+    kept_labels = string_map(labels, "metadata.labels", where, problems)
+    kept_annotations = string_map(annotations, "metadata.annotations", where, problems)
     cordoned = False
     if not spec_is_object:
         problems.append(Problem(where, "spec", "not an object; taken as schedulable"))
@@ -502,7 +390,7 @@ def _node_view(
         cordoned = unschedulable
     elif unschedulable is not None:
         problems.append(
-            Problem(where, "spec.unschedulable", f"{_shown(unschedulable)} is not a boolean; taken as false")
+            Problem(where, "spec.unschedulable", f"{shown(unschedulable)} is not a boolean; taken as false")
         )
     ready = _ready(conditions, where, problems)
     return NodeView(name, kept_labels, kept_annotations, cordoned, ready), problems
@@ -552,7 +440,7 @@ def convert_object(kind: ObjectKind, obj: object, annotation_prefix: str) -> Con
         if not isinstance(obj, _SHAPES[kind]):
             raise TypeError(f"a {type(obj).__name__} is not the shape of a {kind.value}")
     elif not isinstance(obj, Mapping):
-        return Converted(kind, None, None, (), f"{_shown(obj)[:40]} is not an object")
+        return Converted(kind, None, None, (), f"{shown(obj)[:40]} is not an object")
     try:
         key = _key(kind, obj)
     except ObjectError as error:

@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from announcer.config import Config, ConfigError, Peer
-from announcer.convert import parse_uint32
+from announcer.fields import parse_uint32
 from announcer.policy import NodeView, selector_matches
 
 PROCESS_NAME = "announcer"
