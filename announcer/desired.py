@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from announcer.model import (
@@ -41,7 +41,7 @@ def covering_prefix(address: IPAddress, length: int) -> Prefix:
     return ipaddress.IPv6Network((int(address), length), strict=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Wanted:
     """A route this node wants to announce, for one claimant."""
 
@@ -50,7 +50,7 @@ class Wanted:
     attributes: Attributes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NotWanted:
     """An address (or a Service without one) that this node does not announce, and why."""
 
@@ -65,12 +65,18 @@ class NotWanted:
         return self.reason.value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What one Service contributes on this node."""
 
     wanted: tuple[Wanted, ...] = ()
     not_wanted: tuple[NotWanted, ...] = ()
+
+
+NO_DECISION = Decision()
+# The claims on one prefix: (claimant, claim) when there is one (the common case: a pair, not a dict of one), else
+# a dict per claimant (two or more).
+Claims = tuple[ObjectKey, Wanted] | dict[ObjectKey, Wanted]
 
 
 def _reason_not_wanted(
@@ -181,7 +187,7 @@ class DesiredTable:
         self.slices: dict[ObjectKey, SliceView] = {}
         self.slices_by_service: dict[ObjectKey, set[ObjectKey]] = {}
         self.decisions: dict[ObjectKey, Decision] = {}
-        self.claims: dict[Prefix, dict[ObjectKey, Wanted]] = {}
+        self._claims: dict[Prefix, Claims] = {}
         self.not_wanted_counts: Counter[tuple[Reason, Kind]] = Counter()
         self._dirty: set[Prefix] = set()
         aggregates = tuple(
@@ -196,11 +202,22 @@ class DesiredTable:
     # --- reading -------------------------------------------------------------------------------------------
     def best(self, prefix: Prefix) -> Wanted | None:
         """The claim that decides a prefix's attributes: cluster IPs first, then by namespace/name."""
-        claims = self.claims.get(prefix)
-        if not claims:
+        claims = self._claims.get(prefix)
+        if claims is None:
             return None
+        if isinstance(claims, tuple):
+            return claims[1]
         claimant = min(claims, key=lambda key: (_KIND_RANK[claims[key].kind], key))
         return claims[claimant]
+
+    def claimants(self, prefix: Prefix) -> Mapping[ObjectKey, Wanted]:
+        """Every claim on a prefix, by claimant (empty: nobody wants it)."""
+        claims = self._claims.get(prefix)
+        if claims is None:
+            return {}
+        if isinstance(claims, tuple):
+            return {claims[0]: claims[1]}
+        return dict(claims)
 
     def desired_attributes(self, prefix: Prefix) -> Attributes | None:
         if self.node_reasons:
@@ -209,7 +226,7 @@ class DesiredTable:
         return None if best is None else best.attributes
 
     def all_prefixes(self) -> Iterable[Prefix]:
-        return self.claims.keys()
+        return self._claims.keys()
 
     def take_dirty(self) -> set[Prefix]:
         """The prefixes whose claims changed since the last call."""
@@ -240,15 +257,16 @@ class DesiredTable:
         self.node_view = view
         reasons = node_withdrawal(view, self.policy.node)
         if bool(reasons) != bool(self.node_reasons):
-            self._dirty.update(self.claims)
+            self._dirty.update(self._claims)
         self.node_reasons = reasons
 
     # --- writing -------------------------------------------------------------------------------------------
     def upsert_service(self, view: ServiceView) -> None:
-        if self.services.get(view.key) == view:
+        key = view.key  # one tuple, kept by `services` and `decisions` alike
+        if self.services.get(key) == view:
             return
-        self.services[view.key] = view
-        self._refresh(view.key)
+        self.services[key] = view
+        self._refresh(key)
 
     def delete_service(self, key: ObjectKey) -> None:
         if self.services.pop(key, None) is not None:
@@ -294,28 +312,53 @@ class DesiredTable:
     def _refresh(self, key: ObjectKey) -> None:
         view = self.services.get(key)
         if view is None:
-            decision = Decision()
+            decision = NO_DECISION
         else:
             local, anywhere = self.endpoint_families(key)
             decision = decide(view, local, self.policy, anywhere)
         self._set_decision(key, decision)
 
     def _set_decision(self, key: ObjectKey, decision: Decision) -> None:
-        old = self.decisions.get(key, Decision())
+        old = self.decisions.get(key, NO_DECISION)
         if old == decision:
             return
-        for wanted in old.wanted:
-            claims = self.claims[wanted.prefix]
-            del claims[key]
-            if not claims:
-                del self.claims[wanted.prefix]
-            self._dirty.add(wanted.prefix)
-        for wanted in decision.wanted:
-            self.claims.setdefault(wanted.prefix, {})[key] = wanted
-            self._dirty.add(wanted.prefix)
-        self.not_wanted_counts.subtract((item.reason, item.kind) for item in old.not_wanted)
-        self.not_wanted_counts.update((item.reason, item.kind) for item in decision.not_wanted)
+        if old.wanted:
+            self._drop_claims(key, old.wanted)
+        if decision.wanted:
+            self._add_claims(key, decision.wanted)
+        if old.not_wanted:  # the Counter is left alone when there is nothing to count (the common case)
+            self.not_wanted_counts.subtract((item.reason, item.kind) for item in old.not_wanted)
+        if decision.not_wanted:
+            self.not_wanted_counts.update((item.reason, item.kind) for item in decision.not_wanted)
         if decision.wanted or decision.not_wanted:
             self.decisions[key] = decision
         else:
             self.decisions.pop(key, None)
+
+    def _drop_claims(self, key: ObjectKey, wanted: tuple[Wanted, ...]) -> None:
+        claims, dirty = self._claims, self._dirty
+        for claim in wanted:
+            prefix = claim.prefix
+            held = claims[prefix]
+            if isinstance(held, tuple):
+                del claims[prefix]
+            else:
+                del held[key]
+                if len(held) == 1:  # one claimant left: back to a pair
+                    claims[prefix] = next(iter(held.items()))
+            dirty.add(prefix)
+
+    def _add_claims(self, key: ObjectKey, wanted: tuple[Wanted, ...]) -> None:
+        claims, dirty = self._claims, self._dirty
+        for claim in wanted:
+            prefix = claim.prefix
+            sole = (key, claim)
+            held = claims.setdefault(prefix, sole)  # one hash of the prefix in the common case
+            if held is not sole:
+                if isinstance(held, dict):
+                    held[key] = claim
+                elif held[0] == key:
+                    claims[prefix] = sole
+                else:
+                    claims[prefix] = {held[0]: held[1], key: claim}
+            dirty.add(prefix)

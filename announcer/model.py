@@ -30,7 +30,18 @@ class Family(enum.Enum):
 
 
 def family_of(address: IPAddress | Prefix) -> Family:
-    return Family.IPV4 if address.version == 4 else Family.IPV6
+    family = _FAMILY_OF_TYPE.get(type(address))  # one C-level lookup; `version` is a Python property
+    if family is None:  # a subclass (e.g. an IPv4Interface)
+        return Family.IPV4 if address.version == 4 else Family.IPV6
+    return family
+
+
+_FAMILY_OF_TYPE: dict[type, Family] = {
+    ipaddress.IPv4Address: Family.IPV4,
+    ipaddress.IPv4Network: Family.IPV4,
+    ipaddress.IPv6Address: Family.IPV6,
+    ipaddress.IPv6Network: Family.IPV6,
+}
 
 
 class Kind(enum.Enum):
@@ -93,7 +104,7 @@ def parse_large_community(text: str) -> tuple[int, int, int]:
     return parts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attributes:
     """The BGP path attributes of a route, held as validated numbers only."""
 
@@ -127,7 +138,7 @@ class Attributes:
 NO_ATTRIBUTES = Attributes()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttributeOverrides:
     """Per-Service attribute overrides taken from validated annotations; None leaves the config's value."""
 
@@ -137,6 +148,14 @@ class AttributeOverrides:
     med: int | None = None
 
     def apply(self, base: Attributes) -> Attributes:
+        """The base with these overrides; the base itself (shared, not copied) when nothing is overridden."""
+        if (
+            self.communities is None
+            and self.large_communities is None
+            and self.local_preference is None
+            and self.med is None
+        ):
+            return base
         return Attributes(
             communities=base.communities if self.communities is None else self.communities,
             large_communities=base.large_communities if self.large_communities is None else self.large_communities,
@@ -145,7 +164,7 @@ class AttributeOverrides:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceView:
     """What the decision needs of one Service, already validated; built only by convert.py."""
 
@@ -168,7 +187,7 @@ class ServiceView:
         return (self.namespace, self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SliceView:
     """What the decision needs of one EndpointSlice: its Service, family, and nodes with a serving endpoint."""
 
@@ -194,7 +213,7 @@ class SliceView:
         return (self.namespace, self.service_name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """A field of a Kubernetes object that was rejected, and why; logged, never fatal."""
 

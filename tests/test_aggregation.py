@@ -53,7 +53,7 @@ def test_two_services_in_one_aggregate_share_it_and_it_leaves_only_with_the_last
     desired.upsert_service(svc("b", ["198.51.100.20", "2001:db8:96::b"]))
     assert set(announced(desired)) == {"198.51.100.0/24", "2001:db8:96::/120"}
     aggregate = ipaddress.ip_network("198.51.100.0/24")
-    assert set(desired.claims[aggregate]) == {("default", "a"), ("default", "b")}
+    assert set(desired.claimants(aggregate)) == {("default", "a"), ("default", "b")}
     desired.take_dirty()
 
     desired.delete_service(("default", "a"))
