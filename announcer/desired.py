@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,7 +15,10 @@ from announcer.model import (
     Reason,
     ServiceView,
     SliceView,
+    covering_prefix,
     family_of,
+    host_prefix,
+    prefix_of,
 )
 from announcer.policy import AddressRule, NodeView, Policy, node_withdrawal
 
@@ -25,20 +27,6 @@ ObjectKey = tuple[str, str]
 CONFIG_CLAIMANT: ObjectKey = ("", "service_cidrs")
 _PER_FAMILY_REASONS = frozenset({Reason.NO_LOCAL_ENDPOINT, Reason.NO_ENDPOINT})
 _KIND_RANK = {Kind.CLUSTER_IP: 0, Kind.LOAD_BALANCER_IP: 1, Kind.EXTERNAL_IP: 2, Kind.AGGREGATE: 3}
-
-
-def host_prefix(address: IPAddress) -> Prefix:
-    """The /32 or /128 of an address."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return ipaddress.IPv4Network(int(address))
-    return ipaddress.IPv6Network(int(address))
-
-
-def covering_prefix(address: IPAddress, length: int) -> Prefix:
-    """The address masked to a prefix length (MetalLB's and Cilium's aggregation-length)."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return ipaddress.IPv4Network((int(address), length), strict=False)
-    return ipaddress.IPv6Network((int(address), length), strict=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +98,7 @@ def _add_wanted(wanted: list[Wanted], new: Wanted) -> None:
     """One claim per prefix and Service: an aggregate reached from several kinds keeps the first-ranked kind."""
     for index, other in enumerate(wanted):
         if other.prefix == new.prefix:
-            if (
-                _KIND_RANK[new.kind] < _KIND_RANK[other.kind]
-                and new.prefix.prefixlen < family_of(new.prefix).host_length
-            ):
+            if _KIND_RANK[new.kind] < _KIND_RANK[other.kind] and new.prefix.prefixlen < new.prefix.max_prefixlen:
                 wanted[index] = new
             return
     wanted.append(new)
@@ -191,7 +176,7 @@ class DesiredTable:
         self.not_wanted_counts: Counter[tuple[Reason, Kind]] = Counter()
         self._dirty: set[Prefix] = set()
         aggregates = tuple(
-            Wanted(cidr, Kind.AGGREGATE, policy.attributes[Kind.AGGREGATE])
+            Wanted(prefix_of(cidr), Kind.AGGREGATE, policy.attributes[Kind.AGGREGATE])
             for cidr in policy.service_cidrs
             if family_of(cidr) in policy.families
         )

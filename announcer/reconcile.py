@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from announcer.model import (
     family_of,
     parse_community,
     parse_large_community,
+    parse_prefix,
 )
 
 
@@ -250,9 +250,8 @@ def attribute_words(attributes: Attributes) -> str:
 
 
 def _sorted(prefixes: Iterable[Prefix]) -> list[Prefix]:
-    """By address, then length (the prefixes of one line are of one family); the key is one int, not a tuple, so
-    sorting 10k prefixes allocates nothing the garbage collector tracks."""
-    return sorted(prefixes, key=lambda prefix: int(prefix.network_address) << 8 | prefix.prefixlen)
+    """By family, address, then length: a Prefix's own int order, compared in C."""
+    return sorted(prefixes)
 
 
 def _chunks(items: list[Prefix], size: int) -> Iterable[tuple[Prefix, ...]]:
@@ -275,7 +274,7 @@ def _by_family(changes: Iterable[tuple[Prefix, Attributes | None]]) -> dict[Fami
     no prefix and keeps no pair."""
     parts: dict[Family, Changes] = {family: {} for family in Family}
     for prefix, attributes in changes:
-        parts[family_of(prefix)].setdefault(attributes, []).append(prefix)
+        parts[prefix.family].setdefault(attributes, []).append(prefix)
     return parts
 
 
@@ -379,7 +378,7 @@ def parse_adj_rib_out(lines: Iterable[str]) -> dict[Prefix, dict[str, Attributes
         if match is None:
             continue
         try:
-            prefix = ipaddress.ip_network(match["prefix"], strict=True)
+            prefix = parse_prefix(match["prefix"])
         except ValueError:
             continue
         held.setdefault(prefix, {})[match["peer"]] = _parse_held_attributes(match["rest"])
