@@ -134,6 +134,8 @@ def decide(
          policy.load_balancer_ips, service.external_traffic_local),
     ]  # fmt: skip
     for kind, addresses, enabled, allowlisted, gated in sources:
+        if not addresses:
+            continue
         lengths = None if gated else policy.aggregation.get(kind)  # Local policy: host routes only
         for address in addresses:
             reason = _reason_not_wanted(
