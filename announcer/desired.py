@@ -62,9 +62,9 @@ class Decision:
 
 
 NO_DECISION = Decision()
-# The claims on one prefix: (claimant, claim) when there is one (the common case: a pair, not a dict of one), else
-# a dict per claimant (two or more).
-Claims = tuple[ObjectKey, Wanted] | dict[ObjectKey, Wanted]
+# The claims on one prefix: the claimant's key when there is one (the common case: its claim is in its decision,
+# nothing more is kept), else a dict per claimant (two or more).
+Claims = ObjectKey | dict[ObjectKey, Wanted]
 
 
 def _reason_not_wanted(
@@ -192,8 +192,11 @@ class DesiredTable:
         claims = self._claims.get(prefix)
         if claims is None:
             return None
-        if isinstance(claims, tuple):
-            return claims[1]
+        if isinstance(claims, tuple):  # a sole claimant: its claim is in its decision
+            for claim in self.decisions[claims].wanted:
+                if claim.prefix == prefix:
+                    return claim
+            raise KeyError(prefix)  # every claim recorded comes from a stored decision
         claimant = min(claims, key=lambda key: (_KIND_RANK[claims[key].kind], key))
         return claims[claimant]
 
@@ -203,8 +206,15 @@ class DesiredTable:
         if claims is None:
             return {}
         if isinstance(claims, tuple):
-            return {claims[0]: claims[1]}
+            return {claims: self._claim(claims, prefix)}
         return dict(claims)
+
+    def _claim(self, claimant: ObjectKey, prefix: Prefix) -> Wanted:
+        """A sole claimant's claim on a prefix, from its decision."""
+        for claim in self.decisions[claimant].wanted:
+            if claim.prefix == prefix:
+                return claim
+        raise KeyError(prefix)  # every claim recorded comes from a stored decision
 
     def desired_attributes(self, prefix: Prefix) -> Attributes | None:
         if self.node_reasons:
@@ -331,21 +341,20 @@ class DesiredTable:
                 del claims[prefix]
             else:
                 del held[key]
-                if len(held) == 1:  # one claimant left: back to a pair
-                    claims[prefix] = next(iter(held.items()))
+                if len(held) == 1:  # one claimant left: back to its key alone
+                    claims[prefix] = next(iter(held))
             dirty.add(prefix)
 
     def _add_claims(self, key: ObjectKey, wanted: tuple[Wanted, ...]) -> None:
         claims, dirty = self._claims, self._dirty
         for claim in wanted:
             prefix = claim.prefix
-            sole = (key, claim)
-            held = claims.setdefault(prefix, sole)  # one hash of the prefix in the common case
-            if held is not sole:
+            held = claims.setdefault(prefix, key)  # one hash of the prefix in the common case
+            if held is not key:
                 if isinstance(held, dict):
                     held[key] = claim
-                elif held[0] == key:
-                    claims[prefix] = sole
+                elif held == key:
+                    claims[prefix] = key
                 else:
-                    claims[prefix] = {held[0]: held[1], key: claim}
+                    claims[prefix] = {held: self._claim(held, prefix), key: claim}
             dirty.add(prefix)
