@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from announcer.model import (
@@ -16,7 +15,10 @@ from announcer.model import (
     Reason,
     ServiceView,
     SliceView,
+    covering_prefix,
     family_of,
+    host_prefix,
+    prefix_of,
 )
 from announcer.policy import AddressRule, NodeView, Policy, node_withdrawal
 
@@ -27,21 +29,7 @@ _PER_FAMILY_REASONS = frozenset({Reason.NO_LOCAL_ENDPOINT, Reason.NO_ENDPOINT})
 _KIND_RANK = {Kind.CLUSTER_IP: 0, Kind.LOAD_BALANCER_IP: 1, Kind.EXTERNAL_IP: 2, Kind.AGGREGATE: 3}
 
 
-def host_prefix(address: IPAddress) -> Prefix:
-    """The /32 or /128 of an address."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return ipaddress.IPv4Network(int(address))
-    return ipaddress.IPv6Network(int(address))
-
-
-def covering_prefix(address: IPAddress, length: int) -> Prefix:
-    """The address masked to a prefix length (MetalLB's and Cilium's aggregation-length)."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return ipaddress.IPv4Network((int(address), length), strict=False)
-    return ipaddress.IPv6Network((int(address), length), strict=False)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Wanted:
     """A route this node wants to announce, for one claimant."""
 
@@ -50,7 +38,7 @@ class Wanted:
     attributes: Attributes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NotWanted:
     """An address (or a Service without one) that this node does not announce, and why."""
 
@@ -65,12 +53,18 @@ class NotWanted:
         return self.reason.value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What one Service contributes on this node."""
 
     wanted: tuple[Wanted, ...] = ()
     not_wanted: tuple[NotWanted, ...] = ()
+
+
+NO_DECISION = Decision()
+# The claims on one prefix: the claimant's key when there is one (the common case: its claim is in its decision,
+# nothing more is kept), else a dict per claimant (two or more).
+Claims = ObjectKey | dict[ObjectKey, Wanted]
 
 
 def _reason_not_wanted(
@@ -104,10 +98,7 @@ def _add_wanted(wanted: list[Wanted], new: Wanted) -> None:
     """One claim per prefix and Service: an aggregate reached from several kinds keeps the first-ranked kind."""
     for index, other in enumerate(wanted):
         if other.prefix == new.prefix:
-            if (
-                _KIND_RANK[new.kind] < _KIND_RANK[other.kind]
-                and new.prefix.prefixlen < family_of(new.prefix).host_length
-            ):
+            if _KIND_RANK[new.kind] < _KIND_RANK[other.kind] and new.prefix.prefixlen < new.prefix.max_prefixlen:
                 wanted[index] = new
             return
     wanted.append(new)
@@ -143,6 +134,8 @@ def decide(
          policy.load_balancer_ips, service.external_traffic_local),
     ]  # fmt: skip
     for kind, addresses, enabled, allowlisted, gated in sources:
+        if not addresses:
+            continue
         lengths = None if gated else policy.aggregation.get(kind)  # Local policy: host routes only
         for address in addresses:
             reason = _reason_not_wanted(
@@ -181,11 +174,11 @@ class DesiredTable:
         self.slices: dict[ObjectKey, SliceView] = {}
         self.slices_by_service: dict[ObjectKey, set[ObjectKey]] = {}
         self.decisions: dict[ObjectKey, Decision] = {}
-        self.claims: dict[Prefix, dict[ObjectKey, Wanted]] = {}
+        self._claims: dict[Prefix, Claims] = {}
         self.not_wanted_counts: Counter[tuple[Reason, Kind]] = Counter()
         self._dirty: set[Prefix] = set()
         aggregates = tuple(
-            Wanted(cidr, Kind.AGGREGATE, policy.attributes[Kind.AGGREGATE])
+            Wanted(prefix_of(cidr), Kind.AGGREGATE, policy.attributes[Kind.AGGREGATE])
             for cidr in policy.service_cidrs
             if family_of(cidr) in policy.families
         )
@@ -196,11 +189,32 @@ class DesiredTable:
     # --- reading -------------------------------------------------------------------------------------------
     def best(self, prefix: Prefix) -> Wanted | None:
         """The claim that decides a prefix's attributes: cluster IPs first, then by namespace/name."""
-        claims = self.claims.get(prefix)
-        if not claims:
+        claims = self._claims.get(prefix)
+        if claims is None:
             return None
+        if isinstance(claims, tuple):  # a sole claimant: its claim is in its decision
+            for claim in self.decisions[claims].wanted:
+                if claim.prefix == prefix:
+                    return claim
+            raise KeyError(prefix)  # every claim recorded comes from a stored decision
         claimant = min(claims, key=lambda key: (_KIND_RANK[claims[key].kind], key))
         return claims[claimant]
+
+    def claimants(self, prefix: Prefix) -> Mapping[ObjectKey, Wanted]:
+        """Every claim on a prefix, by claimant (empty: nobody wants it)."""
+        claims = self._claims.get(prefix)
+        if claims is None:
+            return {}
+        if isinstance(claims, tuple):
+            return {claims: self._claim(claims, prefix)}
+        return dict(claims)
+
+    def _claim(self, claimant: ObjectKey, prefix: Prefix) -> Wanted:
+        """A sole claimant's claim on a prefix, from its decision."""
+        for claim in self.decisions[claimant].wanted:
+            if claim.prefix == prefix:
+                return claim
+        raise KeyError(prefix)  # every claim recorded comes from a stored decision
 
     def desired_attributes(self, prefix: Prefix) -> Attributes | None:
         if self.node_reasons:
@@ -209,7 +223,7 @@ class DesiredTable:
         return None if best is None else best.attributes
 
     def all_prefixes(self) -> Iterable[Prefix]:
-        return self.claims.keys()
+        return self._claims.keys()
 
     def take_dirty(self) -> set[Prefix]:
         """The prefixes whose claims changed since the last call."""
@@ -240,15 +254,16 @@ class DesiredTable:
         self.node_view = view
         reasons = node_withdrawal(view, self.policy.node)
         if bool(reasons) != bool(self.node_reasons):
-            self._dirty.update(self.claims)
+            self._dirty.update(self._claims)
         self.node_reasons = reasons
 
     # --- writing -------------------------------------------------------------------------------------------
     def upsert_service(self, view: ServiceView) -> None:
-        if self.services.get(view.key) == view:
+        key = view.key  # one tuple, kept by `services` and `decisions` alike
+        if self.services.get(key) == view:
             return
-        self.services[view.key] = view
-        self._refresh(view.key)
+        self.services[key] = view
+        self._refresh(key)
 
     def delete_service(self, key: ObjectKey) -> None:
         if self.services.pop(key, None) is not None:
@@ -294,28 +309,52 @@ class DesiredTable:
     def _refresh(self, key: ObjectKey) -> None:
         view = self.services.get(key)
         if view is None:
-            decision = Decision()
+            decision = NO_DECISION
         else:
             local, anywhere = self.endpoint_families(key)
             decision = decide(view, local, self.policy, anywhere)
         self._set_decision(key, decision)
 
     def _set_decision(self, key: ObjectKey, decision: Decision) -> None:
-        old = self.decisions.get(key, Decision())
+        old = self.decisions.get(key, NO_DECISION)
         if old == decision:
             return
-        for wanted in old.wanted:
-            claims = self.claims[wanted.prefix]
-            del claims[key]
-            if not claims:
-                del self.claims[wanted.prefix]
-            self._dirty.add(wanted.prefix)
-        for wanted in decision.wanted:
-            self.claims.setdefault(wanted.prefix, {})[key] = wanted
-            self._dirty.add(wanted.prefix)
-        self.not_wanted_counts.subtract((item.reason, item.kind) for item in old.not_wanted)
-        self.not_wanted_counts.update((item.reason, item.kind) for item in decision.not_wanted)
+        if old.wanted:
+            self._drop_claims(key, old.wanted)
+        if decision.wanted:
+            self._add_claims(key, decision.wanted)
+        if old.not_wanted:  # the Counter is left alone when there is nothing to count (the common case)
+            self.not_wanted_counts.subtract((item.reason, item.kind) for item in old.not_wanted)
+        if decision.not_wanted:
+            self.not_wanted_counts.update((item.reason, item.kind) for item in decision.not_wanted)
         if decision.wanted or decision.not_wanted:
             self.decisions[key] = decision
         else:
             self.decisions.pop(key, None)
+
+    def _drop_claims(self, key: ObjectKey, wanted: tuple[Wanted, ...]) -> None:
+        claims, dirty = self._claims, self._dirty
+        for claim in wanted:
+            prefix = claim.prefix
+            held = claims[prefix]
+            if isinstance(held, tuple):
+                del claims[prefix]
+            else:
+                del held[key]
+                if len(held) == 1:  # one claimant left: back to its key alone
+                    claims[prefix] = next(iter(held))
+            dirty.add(prefix)
+
+    def _add_claims(self, key: ObjectKey, wanted: tuple[Wanted, ...]) -> None:
+        claims, dirty = self._claims, self._dirty
+        for claim in wanted:
+            prefix = claim.prefix
+            held = claims.setdefault(prefix, key)  # one hash of the prefix in the common case
+            if held is not key:
+                if isinstance(held, dict):
+                    held[key] = claim
+                elif held == key:
+                    claims[prefix] = key
+                else:
+                    claims[prefix] = {held: self._claim(held, prefix), key: claim}
+            dirty.add(prefix)

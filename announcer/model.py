@@ -6,9 +6,11 @@ import enum
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A network as the configuration gives it (allowlists, service CIDRs): `address in network` works on it.
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 UINT16_MAX = 65_535
 UINT32_MAX = 4_294_967_295
@@ -29,8 +31,128 @@ class Family(enum.Enum):
         return 32 if self is Family.IPV4 else 128
 
 
-def family_of(address: IPAddress | Prefix) -> Family:
-    return Family.IPV4 if address.version == 4 else Family.IPV6
+class Prefix(int):
+    """A route's prefix held as one int: a family bit (2**40 for IPv4, 2**136 for IPv6: never 0, IPv4 first), the
+    network address shifted left 8 bits, and the length. Hashing, equality and ordering (family, address, length)
+    are int operations done in C and it keeps no other object (an ipaddress network keeps four); `str` gives the
+    canonical text sent to ExaBGP. Built by `host_prefix`, `covering_prefix`, `prefix_of` and `parse_prefix`."""
+
+    __slots__ = ()
+    family: ClassVar[Family]
+    max_prefixlen: ClassVar[int]
+    _flag: ClassVar[int]
+
+    @property
+    def prefixlen(self) -> int:
+        return self & 0xFF
+
+    @property
+    def address(self) -> int:
+        """The network address, as an int."""
+        return (self ^ self._flag) >> 8
+
+    def network(self) -> Network:
+        """The same prefix as an ipaddress network."""
+        if self.family is Family.IPV4:
+            return ipaddress.IPv4Network((self.address, self.prefixlen))
+        return ipaddress.IPv6Network((self.address, self.prefixlen))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{self}')"
+
+
+class Prefix4(Prefix):
+    """An IPv4 prefix."""
+
+    __slots__ = ()
+    family = Family.IPV4
+    max_prefixlen = 32
+    _flag = 1 << 40
+
+    def __str__(self) -> str:
+        address = (self ^ (1 << 40)) >> 8
+        return f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}/{self & 255}"
+
+
+class Prefix6(Prefix):
+    """An IPv6 prefix."""
+
+    __slots__ = ()
+    family = Family.IPV6
+    max_prefixlen = 128
+    _flag = 1 << 136
+
+    def __str__(self) -> str:
+        return f"{ipv6_text((self ^ (1 << 136)) >> 8)}/{self & 255}"
+
+
+# ':0:0:...:0:' runs of 8 words down to 2, longest first: the run RFC 5952 compresses to '::'.
+_ZERO_RUNS = tuple(":" + ":".join(["0"] * words) + ":" for words in range(8, 1, -1))
+
+
+def ipv6_text(value: int) -> str:
+    """The canonical text of an IPv6 address (RFC 5952, exactly as ipaddress writes it), twice as fast: the words
+    in hex, and the first longest run of two or more zero words compressed."""
+    if value >> 32 == 0xFFFF:  # IPv4-mapped: left to ipaddress, whose form depends on the Python version
+        return str(ipaddress.IPv6Address(value))
+    text = (
+        f":{value >> 112:x}:{value >> 96 & 0xFFFF:x}:{value >> 80 & 0xFFFF:x}:{value >> 64 & 0xFFFF:x}"
+        f":{value >> 48 & 0xFFFF:x}:{value >> 32 & 0xFFFF:x}:{value >> 16 & 0xFFFF:x}:{value & 0xFFFF:x}:"
+    )
+    for run in _ZERO_RUNS:
+        start = text.find(run)
+        if start >= 0:
+            return text[1:start] + "::" + text[start + len(run) : -1]
+    return text[1:-1]
+
+
+def host_prefix(address: IPAddress) -> Prefix:
+    """The /32 or /128 of an address."""
+    if type(address) is ipaddress.IPv4Address:
+        return Prefix4(1 << 40 | int(address) << 8 | 32)
+    if type(address) is ipaddress.IPv6Address:
+        return Prefix6(1 << 136 | int(address) << 8 | 128)
+    return covering_prefix(address, 32 if address.version == 4 else 128)
+
+
+def covering_prefix(address: IPAddress, length: int) -> Prefix:
+    """The address masked to a prefix length (MetalLB's and Cilium's aggregation-length)."""
+    bits = 32 if address.version == 4 else 128
+    if not 0 <= length <= bits:
+        raise ValueError(f"prefix length {length} out of range for {address}")
+    masked = int(address) >> (bits - length) << (bits - length)
+    if bits == 32:
+        return Prefix4(1 << 40 | masked << 8 | length)
+    return Prefix6(1 << 136 | masked << 8 | length)
+
+
+def prefix_of(network: Network) -> Prefix:
+    """An ipaddress network (from the configuration or ExaBGP's answers) as a Prefix."""
+    return covering_prefix(network.network_address, network.prefixlen)
+
+
+def parse_prefix(text: str) -> Prefix:
+    """'ADDRESS/LENGTH' with no host bits set (ipaddress's strict parsing), or ValueError."""
+    return prefix_of(ipaddress.ip_network(text, strict=True))
+
+
+def family_of(address: IPAddress | Prefix | Network) -> Family:
+    family = _FAMILY_OF_TYPE.get(type(address))  # one C-level lookup; `version` is a Python property
+    if family is not None:
+        return family
+    if isinstance(address, Prefix):
+        return address.family
+    return Family.IPV4 if address.version == 4 else Family.IPV6  # a subclass (e.g. an IPv4Interface)
+
+
+_FAMILY_OF_TYPE: dict[type, Family] = {
+    ipaddress.IPv4Address: Family.IPV4,
+    ipaddress.IPv4Network: Family.IPV4,
+    ipaddress.IPv6Address: Family.IPV6,
+    ipaddress.IPv6Network: Family.IPV6,
+    Prefix4: Family.IPV4,
+    Prefix6: Family.IPV6,
+}
 
 
 class Kind(enum.Enum):
@@ -93,7 +215,7 @@ def parse_large_community(text: str) -> tuple[int, int, int]:
     return parts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attributes:
     """The BGP path attributes of a route, held as validated numbers only."""
 
@@ -127,7 +249,7 @@ class Attributes:
 NO_ATTRIBUTES = Attributes()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttributeOverrides:
     """Per-Service attribute overrides taken from validated annotations; None leaves the config's value."""
 
@@ -137,6 +259,14 @@ class AttributeOverrides:
     med: int | None = None
 
     def apply(self, base: Attributes) -> Attributes:
+        """The base with these overrides; the base itself (shared, not copied) when nothing is overridden."""
+        if (
+            self.communities is None
+            and self.large_communities is None
+            and self.local_preference is None
+            and self.med is None
+        ):
+            return base
         return Attributes(
             communities=base.communities if self.communities is None else self.communities,
             large_communities=base.large_communities if self.large_communities is None else self.large_communities,
@@ -145,7 +275,7 @@ class AttributeOverrides:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceView:
     """What the decision needs of one Service, already validated; built only by convert.py."""
 
@@ -168,7 +298,7 @@ class ServiceView:
         return (self.namespace, self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SliceView:
     """What the decision needs of one EndpointSlice: its Service, family, and nodes with a serving endpoint."""
 
@@ -194,7 +324,7 @@ class SliceView:
         return (self.namespace, self.service_name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """A field of a Kubernetes object that was rejected, and why; logged, never fatal."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from announcer.model import Attributes, Family, IPAddress, Kind, Prefix
+from announcer.model import Attributes, Family, IPAddress, Kind, Network
 
 
 @dataclass(frozen=True)
@@ -13,7 +13,7 @@ class AddressRule:
     """An address kind taken from user-set fields: announced only when enabled and inside the allowlist."""
 
     enabled: bool
-    allowlist: tuple[Prefix, ...] = ()
+    allowlist: tuple[Network, ...] = ()
 
     def allows(self, address: IPAddress) -> bool:
         return any(address.version == network.version and address in network for network in self.allowlist)
@@ -76,7 +76,7 @@ class Policy:
     external_ips: AddressRule
     load_balancer_ips: AddressRule
     attributes: Mapping[Kind, Attributes]
-    service_cidrs: tuple[Prefix, ...]
+    service_cidrs: tuple[Network, ...]
     node: NodeRule = NodeRule()
     # No endpoint anywhere: Cluster-policy addresses of a family without a ready/serving endpoint are not announced.
     require_endpoints: bool = False

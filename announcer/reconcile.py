@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from announcer.model import (
     family_of,
     parse_community,
     parse_large_community,
+    parse_prefix,
 )
 
 
@@ -65,7 +65,7 @@ class Plan:
             self.partial_withdraw.setdefault(peers, []).extend(withdraw)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Command:
     """One line for ExaBGP, the routes it carries and the peers it names, so its ack can be applied to the
     announced state."""
@@ -250,7 +250,8 @@ def attribute_words(attributes: Attributes) -> str:
 
 
 def _sorted(prefixes: Iterable[Prefix]) -> list[Prefix]:
-    return sorted(prefixes, key=lambda prefix: (prefix.version, int(prefix.network_address), prefix.prefixlen))
+    """By family, address, then length: a Prefix's own int order, compared in C."""
+    return sorted(prefixes)
 
 
 def _chunks(items: list[Prefix], size: int) -> Iterable[tuple[Prefix, ...]]:
@@ -261,7 +262,20 @@ def _chunks(items: list[Prefix], size: int) -> Iterable[tuple[Prefix, ...]]:
 def _line(selector: str, action: Action, words: str, chunk: tuple[Prefix, ...]) -> str:
     if len(chunk) == 1:
         return f"{selector} {action.value} route {chunk[0]} {words}"
-    return f"{selector} {action.value} attributes {words} nlri {' '.join(str(prefix) for prefix in chunk)}"
+    return f"{selector} {action.value} attributes {words} nlri {' '.join(map(str, chunk))}"
+
+
+# One action's changes towards one group of peers: the prefixes (each once, in their order) per attribute set.
+Changes = dict[Attributes | None, list[Prefix]]
+
+
+def _by_family(changes: Iterable[tuple[Prefix, Attributes | None]]) -> dict[Family, Changes]:
+    """Changes (each prefix once) split by the prefix's family and grouped by attributes, in one pass that hashes
+    no prefix and keeps no pair."""
+    parts: dict[Family, Changes] = {family: {} for family in Family}
+    for prefix, attributes in changes:
+        parts[prefix.family].setdefault(attributes, []).append(prefix)
+    return parts
 
 
 def render_commands(plan: Plan, peers: Mapping[Family, Sequence[IPAddress]], prefixes_per_line: int) -> list[Command]:
@@ -270,25 +284,25 @@ def render_commands(plan: Plan, peers: Mapping[Family, Sequence[IPAddress]], pre
 
     Prefixes of a family without peers are dropped.
     """
-    withdraws: list[tuple[Peers, Mapping[Prefix, Attributes | None]]] = []
-    announces: list[tuple[Peers, Mapping[Prefix, Attributes | None]]] = []
+    withdraws: list[tuple[Peers, Changes]] = []
+    announces: list[tuple[Peers, Changes]] = []
+    withdraw_parts = _by_family((prefix, None) for prefix in dict.fromkeys(plan.withdraw))
+    announce_parts = _by_family(plan.announce.items())
     for family in Family:
         family_peers = tuple(peers.get(family, ()))
         if family_peers:
-            withdraws.append((family_peers, dict.fromkeys(p for p in plan.withdraw if family_of(p) is family)))
-            announces.append((family_peers, {p: a for p, a in plan.announce.items() if family_of(p) is family}))
+            withdraws.append((family_peers, withdraw_parts[family]))
+            announces.append((family_peers, announce_parts[family]))
     order = {peer: index for index, peer in enumerate(peer for family in Family for peer in peers.get(family, ()))}
 
     def placed(group: Peers) -> list[int]:
         return [order[peer] for peer in group]
 
     for group in sorted((g for g in plan.partial_withdraw if set(g) <= set(order)), key=placed):
-        withdraws.append(
-            (group, dict.fromkeys(p for p in plan.partial_withdraw[group] if family_of(p) == family_of(group[0])))
-        )
+        part = _by_family((p, None) for p in dict.fromkeys(plan.partial_withdraw[group]))
+        withdraws.append((group, part[family_of(group[0])]))
     for group in sorted((g for g in plan.partial_announce if set(g) <= set(order)), key=placed):
-        part = plan.partial_announce[group]
-        announces.append((group, {p: a for p, a in part.items() if family_of(p) == family_of(group[0])}))
+        announces.append((group, _by_family(plan.partial_announce[group].items())[family_of(group[0])]))
     commands: list[Command] = []
     for action, parts in ((Action.WITHDRAW, withdraws), (Action.ANNOUNCE, announces)):
         for group, changes in parts:
@@ -296,15 +310,12 @@ def render_commands(plan: Plan, peers: Mapping[Family, Sequence[IPAddress]], pre
     return commands
 
 
-def _group_commands(
-    action: Action, group: Peers, changes: Mapping[Prefix, Attributes | None], prefixes_per_line: int
-) -> list[Command]:
+def _group_commands(action: Action, group: Peers, by_attributes: Changes, prefixes_per_line: int) -> list[Command]:
     """The lines of one action towards one group of peers: per attribute set, at most N prefixes a line."""
+    if not by_attributes:
+        return []
     selector = neighbour_selector(group)
     family = family_of(group[0])
-    by_attributes: dict[Attributes | None, list[Prefix]] = {}
-    for prefix, attributes in changes.items():
-        by_attributes.setdefault(attributes, []).append(prefix)
     commands: list[Command] = []
     for attributes in sorted(by_attributes, key=lambda value: () if value is None else value.sort_key()):
         words = "next-hop self" if attributes is None else attribute_words(attributes)
@@ -367,7 +378,7 @@ def parse_adj_rib_out(lines: Iterable[str]) -> dict[Prefix, dict[str, Attributes
         if match is None:
             continue
         try:
-            prefix = ipaddress.ip_network(match["prefix"], strict=True)
+            prefix = parse_prefix(match["prefix"])
         except ValueError:
             continue
         held.setdefault(prefix, {})[match["peer"]] = _parse_held_attributes(match["rest"])

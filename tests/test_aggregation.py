@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from announcer.config import ConfigError
 from announcer.convert import service_view, slice_view
 from announcer.desired import DesiredTable
-from announcer.model import Attributes, Kind, ServiceView, SliceView
+from announcer.model import Attributes, Kind, ServiceView, SliceView, parse_prefix
 from tests.conftest import make_config
 from tests.factories import endpoint, endpoint_slice, service
 
@@ -52,8 +51,8 @@ def test_two_services_in_one_aggregate_share_it_and_it_leaves_only_with_the_last
     desired.upsert_service(svc("a", ["198.51.100.10", "2001:db8:96::a"]))
     desired.upsert_service(svc("b", ["198.51.100.20", "2001:db8:96::b"]))
     assert set(announced(desired)) == {"198.51.100.0/24", "2001:db8:96::/120"}
-    aggregate = ipaddress.ip_network("198.51.100.0/24")
-    assert set(desired.claims[aggregate]) == {("default", "a"), ("default", "b")}
+    aggregate = parse_prefix("198.51.100.0/24")
+    assert set(desired.claimants(aggregate)) == {("default", "a"), ("default", "b")}
     desired.take_dirty()
 
     desired.delete_service(("default", "a"))

@@ -302,3 +302,34 @@ def test_a_cluster_ip_claim_decides_attributes_over_an_external_ip_claim() -> No
     best = next(table.best(p) for p in table.all_prefixes() if str(p) == "198.51.100.70/32")
     assert best is not None
     assert best.attributes.med == 1
+
+
+def test_claims_on_a_shared_prefix_follow_every_change_of_its_claimants() -> None:
+    """One claimant, then two, then three, then back (updates and deletes in any order): the claimants and the
+    deciding claim are always exactly what the Services say (a prefix held by one claimant is stored apart)."""
+    config = make_config(attributes={"cluster_ip": {"med": 1}, "external_ip": {"med": 2}})
+    shared = "198.51.100.70"
+    table = table_with(config, service("b", ["198.51.100.11"], external_ips=[shared]))
+    prefix = next(p for p in table.all_prefixes() if str(p) == shared + "/32")
+
+    def state() -> tuple[set[tuple[str, str]], int | None]:
+        best = table.best(prefix)
+        return set(table.claimants(prefix)), None if best is None else best.attributes.med
+
+    assert state() == ({("default", "b")}, 2)
+    table.upsert_service(service_view(service("c", ["198.51.100.12"], external_ips=[shared]), PREFIX)[0])
+    assert state() == ({("default", "b"), ("default", "c")}, 2)
+    table.upsert_service(service_view(service("a", [shared]), PREFIX)[0])
+    assert state() == ({("default", "a"), ("default", "b"), ("default", "c")}, 1)
+    table.take_dirty()
+    table.upsert_service(service_view(service("b", ["198.51.100.13"], external_ips=[shared]), PREFIX)[0])
+    assert prefix in table.take_dirty()  # b's claim was replaced: the prefix is looked at again
+    table.delete_service(("default", "c"))
+    assert state() == ({("default", "a"), ("default", "b")}, 1)
+    table.delete_service(("default", "a"))
+    assert state() == ({("default", "b")}, 2)
+    table.upsert_service(service_view(service("b", ["198.51.100.13"]), PREFIX)[0])  # b lets go of the address
+    assert state() == (set(), None)
+    assert prefix not in set(table.all_prefixes())
+    table.upsert_service(service_view(service("c", ["198.51.100.12"], external_ips=[shared]), PREFIX)[0])
+    assert state() == ({("default", "c")}, 2)

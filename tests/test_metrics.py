@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import ipaddress
 import os
 import socket
 import threading
@@ -24,7 +23,7 @@ from announcer.desired import DesiredTable
 from announcer.exabgp import ExaBgpPipe
 from announcer.kube import Changed, Resource
 from announcer.metrics import DaemonMetrics
-from announcer.model import Attributes, Family, Prefix
+from announcer.model import Attributes, Family, Prefix, parse_prefix
 from announcer.reconcile import Action, Command
 from lab.fakeapi import FakeApiServer
 from tests.conftest import make_config
@@ -413,7 +412,7 @@ def test_a_route_no_longer_wanted_but_still_announced_counts_as_stale() -> None:
     with pipe_to_exabgp() as (pipe, _answers):
         metrics = DaemonMetrics(state, pipe, ("127.0.0.1", 9479), clock=lambda: now[0])
     sample = metrics.registry.get_sample_value
-    state.announced[ipaddress.ip_network("198.51.100.99/32")] = Attributes()
+    state.announced[parse_prefix("198.51.100.99/32")] = Attributes()
     state.synced = True
     metrics.iterated([])
     assert sample("announcer_announced_routes", {"family": "ipv4", "kind": "stale"}) == 1

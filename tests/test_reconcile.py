@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 from pathlib import Path
 
 import pytest
 
-from announcer.model import Attributes, Family, IPAddress, Prefix
+from announcer.model import Attributes, Family, IPAddress, Prefix, host_prefix, parse_prefix
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
     Holdings,
@@ -30,7 +31,7 @@ RICH = Attributes(((65000, 1), (65535, 65281)), ((64513, 1, 2),), 200, 10)
 
 
 def net(text: str) -> Prefix:
-    return ipaddress.ip_network(text)
+    return parse_prefix(text)
 
 
 def check_golden(name: str, lines: list[str]) -> None:
@@ -68,7 +69,7 @@ def test_prefixes_of_a_family_without_peers_are_not_rendered() -> None:
 
 
 def test_every_bulk_line_stays_within_the_chunk_size_and_covers_each_prefix_once() -> None:
-    announce = {ipaddress.ip_network(f"2001:db8:96::{i:x}/128"): PLAIN for i in range(1, 1234)}
+    announce = {parse_prefix(f"2001:db8:96::{i:x}/128"): PLAIN for i in range(1, 1234)}
     commands = render_commands(Plan(announce=announce), PEERS, 500)
     assert [len(command.prefixes) for command in commands] == [500, 500, 233]
     assert sorted(p for command in commands for p in command.prefixes) == sorted(announce)
@@ -181,3 +182,32 @@ def test_a_plan_sends_each_peer_only_what_it_lacks_and_a_refusing_peer_alone() -
         "neighbor 192.0.2.1 announce route 198.51.100.12/32 next-hop self community [64513:100]",
         "neighbor 192.0.2.5 announce route 198.51.100.12/32 next-hop self community [64513:100]",
     ], "peer by peer, in configuration order"
+
+
+def test_prefix_text_is_ipaddress_canonical_text_for_every_shape_of_address() -> None:
+    """Prefixes are rendered by their own formatter: the text ExaBGP gets is exactly ipaddress's (RFC 5952), for
+    zero runs of every length and place, ties, IPv4-mapped and -compatible addresses, and random ones."""
+    rng = random.Random(12)  # noqa: S311 (fixed test data, not cryptography)
+    values = [0, 1, (1 << 128) - 1, 0xFFFF << 32, 0xFFFF << 32 | 0xC0000201, 0xC0000201, 1 << 112, 1 << 16 | 1]
+    values += [int(f"{rng.getrandbits(8):08b}".translate({48: "0000", 49: "ffff"}), 16) for _ in range(2000)]
+    values += [rng.getrandbits(128) for _ in range(2000)]
+    words = [0, 0, 0, 1, 0xFFFF, 0x0DB8]
+    values += [int("".join(f"{rng.choice(words):04x}" for _ in range(8)), 16) for _ in range(20000)]
+    for value in values:
+        expected = ipaddress.IPv6Network((value, 128))
+        assert str(net(str(expected))) == str(expected)
+        assert str(host_prefix(ipaddress.IPv6Address(value))) == str(expected)
+    for text in ("198.51.100.10/32", "0.0.0.0/0", "255.255.255.255/32", "10.0.0.0/8"):
+        assert str(net(text)) == text
+        assert net(text).network() == ipaddress.ip_network(text)
+
+
+def test_prefixes_order_by_family_address_then_length_and_never_equal_across_families() -> None:
+    """IPv4 before IPv6, then by address, then by length; an IPv4 and an IPv6 prefix of the same number differ."""
+    texts = ["2001:db8::/32", "198.51.100.0/24", "::c633:640a/128", "198.51.100.10/32", "198.51.100.0/25", "::/0"]
+    assert [str(p) for p in sorted(net(t) for t in texts)] == [
+        "198.51.100.0/24", "198.51.100.0/25", "198.51.100.10/32", "::/0", "::c633:640a/128", "2001:db8::/32",
+    ]  # fmt: skip
+    number = int(ipaddress.IPv4Address("198.51.100.10"))
+    assert host_prefix(ipaddress.IPv4Address(number)) != host_prefix(ipaddress.IPv6Address(number))
+    assert len({net(t) for t in texts}) == len(texts)

@@ -12,7 +12,7 @@ import pytest
 from announcer.config import Config
 from announcer.convert import Converted, ObjectKind, convert_object
 from announcer.kube import Changed, ListPage, Relisted, Resource
-from announcer.model import NO_ATTRIBUTES, Family, ServiceView
+from announcer.model import NO_ATTRIBUTES, Family, ServiceView, parse_prefix
 from announcer.reconcile import UNKNOWN_ATTRIBUTES
 from announcer.state import Announcer, Answered, LoopEvent, NeighbourUp, Speaker
 from tests.conftest import make_config
@@ -146,8 +146,8 @@ def test_a_service_deleted_before_the_first_full_sync_is_withdrawn_only_at_it() 
     harness.feed(Changed(Resource.SERVICES, "DELETED", svc(WEB)))
     assert harness.speaker.take() == []
     assert harness.announcer.deferred == {
-        ipaddress.ip_network("198.51.100.10/32"),
-        ipaddress.ip_network("2001:db8:96::a/128"),
+        parse_prefix("198.51.100.10/32"),
+        parse_prefix("2001:db8:96::a/128"),
     }
     harness.feed(Relisted(Resource.SERVICES, []), Relisted(Resource.ENDPOINTSLICES, []))
     assert harness.speaker.take() == [
@@ -187,7 +187,7 @@ def test_a_refused_withdraw_keeps_the_prefix_held_reads_what_exabgp_holds_and_wi
     harness.speaker.held = [held_line(peer, "198.51.100.10/32") for peer in ("192.0.2.1", "192.0.2.5")]
     harness.speaker.answer(False, lambda line: line == withdraw_v4)
     harness.announcer.handle(harness.posted.pop(0))
-    assert ipaddress.ip_network("198.51.100.10/32") in harness.announcer.announced
+    assert parse_prefix("198.51.100.10/32") in harness.announcer.announced
     harness.loop()
     assert harness.speaker.take() == [
         QUERY,
@@ -336,7 +336,7 @@ def test_after_lost_answers_the_announcer_rereads_what_exabgp_holds_and_sends_wh
 
 
 # --- ExaBGP refusing a line: what each peer holds, a peer that cannot take routes, End-of-RIB (issue #9) -----
-V4_NET = ipaddress.ip_network("198.51.100.10/32")
+V4_NET = parse_prefix("198.51.100.10/32")
 API = service("api", ["198.51.100.11"])
 
 
@@ -404,8 +404,8 @@ def test_a_refused_line_goes_at_once_to_each_peer_alone_and_a_refusing_peer_neve
     ]
     harness.speaker.answer(True)
     harness.loop()
-    assert harness.announcer.announced == {V4_NET: NO_ATTRIBUTES, ipaddress.ip_network("198.51.100.11/32"):
-        NO_ATTRIBUTES, ipaddress.ip_network("2001:db8:96::a/128"): NO_ATTRIBUTES}  # fmt: skip
+    assert harness.announcer.announced == {V4_NET: NO_ATTRIBUTES, parse_prefix("198.51.100.11/32"):
+        NO_ATTRIBUTES, parse_prefix("2001:db8:96::a/128"): NO_ATTRIBUTES}  # fmt: skip
     harness.feed(Changed(Resource.SERVICES, "ADDED", svc(service("db", ["198.51.100.12"]))))
     assert harness.speaker.take() == [f"{V4} announce route 198.51.100.12/32 next-hop self"], "bulk again"
 

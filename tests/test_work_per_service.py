@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import sys
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from announcer.convert import ObjectKind, convert_object, shape_of
 from announcer.desired import DesiredTable
 from announcer.kube import KubeApi, Resource, list_pages
 from announcer.model import Family, IPAddress, ServiceView
-from announcer.reconcile import plan_changes, render_commands
+from announcer.reconcile import Holdings, plan_changes, render_commands
 from bench.lab_env import service_object
 from lab.fakeapi import FakeApiServer
 from tests.conftest import make_config
@@ -31,12 +33,22 @@ _TRANSPORT = ("/kubernetes/", "/urllib3/", "/http/", "/socket.py", "/ssl.py", "/
 
 # Measured 2026-11-27 (python 3.11.7, the code of this commit): calls per Service, the marginal cost between
 # N=200 and N=400 dual-stack Services. The 10 % margin is below what a real regression costs: going back to
-# the text round-trip of desired.host_prefix (`ip_network((address, 32))`) adds 73 calls per Service (+20 %).
+# ipaddress networks for the core's prefixes (model.Prefix) adds 68 calls per Service (+26 %).
 # Raising the bound needs a reason written here (what new per-Service work pays for what); a saving lowers it.
-# 358 -> 340: each Service decoded by msgspec into its slim shape (one C call) and read by attribute, instead of
-# json.loads of the page and some 28 dict.get calls per Service in convert.py.
-MEASURED_CALLS_PER_SERVICE = 340
+# 358 -> 255 (perf-core): unchanged attributes shared instead of copied per route (AttributeOverrides.apply), no
+# Counter update when nothing is unwanted, one claimant stored as a pair, family_of by type, render partitioned by
+# family and attributes in one pass (358 -> 338); prefixes as model.Prefix, an int hashed, compared and sorted in
+# C, instead of ipaddress networks (338 -> 270); IPv6 text by model.ipv6_text (270 -> 261); no policy lookup for a
+# kind without addresses (261 -> 255). Then (perf-decode): each Service decoded by msgspec into its slim shape (one
+# C call) and read by attribute, instead of json.loads of the page and some 28 dict.get calls per Service
+# (255 -> 222, measured on the two merged).
+MEASURED_CALLS_PER_SERVICE = 222
 MARGIN = 1.10
+# Measured 2026-11-27 (python 3.11.7, this commit), tracemalloc: bytes the desired table, the plan's outcome and the
+# announced state keep per dual-stack Service (N=2000; the views themselves, built by convert.py, not counted).
+# 2129 before perf-core, 615 after: prefixes as model.Prefix ints (an ipaddress network kept four objects), a sole
+# claimant kept as its key alone (a dict per prefix before), unchanged attributes shared, slotted value types.
+MEASURED_BYTES_KEPT_PER_SERVICE = 615
 
 
 @dataclass
@@ -120,3 +132,39 @@ def test_calls_per_service_stay_under_the_bound(measured: dict[int, int]) -> Non
 def test_work_grows_linearly_with_services(measured: dict[int, int]) -> None:
     ratio = measured[400] / measured[200]
     assert 1.8 <= ratio <= 2.1, f"work(400)/work(200) = {ratio:.3f}: not linear in the number of Services"
+
+
+def bytes_kept_per_service(count: int) -> float:
+    """Bytes still allocated (tracemalloc) once `count` dual-stack Services are decided, planned, rendered and
+    recorded as announced, per Service; their views are built before the measurement starts."""
+    config = make_config()
+    prefix = config.announce.annotation_prefix
+    views = [convert_object(ObjectKind.SERVICE, service_object(index), prefix).view for index in range(count)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        table = DesiredTable("node-a", config.policy())
+        announced = Holdings(PEERS)
+        for view in views:
+            assert isinstance(view, ServiceView)
+            table.upsert_service(view)
+        plan = plan_changes(table.take_dirty(), table.desired_attributes, announced)
+        for command in render_commands(plan, PEERS, 500):
+            for held in command.prefixes:
+                announced.record(held, command.peers, command.attributes)
+        del plan, command
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(announced) == 2 * count, "every Service's two cluster IPs must be held"
+    return kept / count
+
+
+def test_memory_kept_per_service_stays_under_the_bound() -> None:
+    per_service = bytes_kept_per_service(2000)
+    print(f"bytes kept per Service: {per_service:.0f}")
+    assert per_service <= MEASURED_BYTES_KEPT_PER_SERVICE * MARGIN, (
+        f"{per_service:.0f} bytes kept per Service, over {MEASURED_BYTES_KEPT_PER_SERVICE} x {MARGIN}: the table, "
+        "plan or announced state keeps more per Service than it did (see this file's header)"
+    )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import pytest
 
 from announcer.convert import ObjectKind, convert_object, service_view, slice_view
 from announcer.desired import DesiredTable
-from announcer.model import Kind, Reason, ServiceView, SliceView
+from announcer.model import Kind, Reason, ServiceView, SliceView, parse_prefix
 from announcer.render import build_table, rows
 from tests.conftest import make_config
 from tests.factories import endpoint, endpoint_slice, service
@@ -56,7 +55,7 @@ def test_the_last_ready_ipv6_endpoint_going_withdraws_only_the_ipv6_address_and_
 
     desired.upsert_slice(slc("IPv6", [endpoint("node-b", "2001:db8:5::50", ready=False, serving=False)]))
     assert announced(desired) == {V4}
-    assert ipaddress.ip_network(V6) in desired.take_dirty()
+    assert parse_prefix(V6) in desired.take_dirty()
     assert reasons(desired) == {("2001:db8:96::a", "noEndpoint(IPv6)")}
     assert desired.not_wanted_counts[(Reason.NO_ENDPOINT, Kind.CLUSTER_IP)] == 1
 
