@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import queue
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 from announcer.convert import Converted, ObjectKind
 from announcer.daemon import _gather
@@ -11,6 +14,9 @@ from announcer.kube import Changed, Resource
 from announcer.model import Family
 from announcer.reconcile import Action, Command
 from announcer.state import Answered, LoopEvent, Wake
+from lab.fakeapi import FakeApiServer
+from tests.exabgp_double import CONFIG, V6_PEER, ExaBgpDouble
+from tests.factories import service
 
 
 def change(number: int) -> LoopEvent:
@@ -90,3 +96,29 @@ def test_nothing_queued_returns_nothing_after_the_first_wait() -> None:
     events = Arrivals()
     assert _gather(events, 0.01, batch_delay=60.0) == []
     assert events.waits == [0.01]
+
+
+BURST = 200
+
+
+def test_a_burst_of_changes_reaching_the_process_together_goes_out_in_lines_of_many_prefixes(tmp_path: Path) -> None:
+    """The whole process (real client over real HTTP, the ExaBGP double): 200 Services created while the watch
+    is cut reach the announcer together when it resumes, and are announced in a few bulk lines, not one each
+    (applying a lone change at once must not cost a burst its coalescing; the rule itself is pinned above)."""
+    with FakeApiServer(bookmark_interval=0.5).start() as api:
+        exabgp = ExaBgpDouble(tmp_path, api.url, copy.deepcopy(CONFIG)).start()
+        try:
+            exabgp.wait_for(lambda: "show adj-rib out extensive" in exabgp.lines, what="the first sync")
+            api.set_unreachable(None)
+            for number in range(BURST):
+                api.apply(service(f"svc-{number}", [f"2001:db8:96::{number + 1:x}"]))
+            api.set_reachable()
+            exabgp.wait_for(lambda: len(exabgp.prefixes(V6_PEER)) == BURST, timeout=30.0, what="every /128")
+            lines = [line for line in exabgp.lines if " announce " in line]
+            sizes = [len(re.findall(r"/128", line)) for line in lines]
+            assert sum(sizes) == BURST
+            assert len(lines) < BURST // 4, sizes  # one line per change would be 200
+            assert max(sizes) >= BURST // 10, sizes
+            assert exabgp.errors == []
+        finally:
+            exabgp.stop()
