@@ -409,7 +409,11 @@ class Speaker(_Strict):
     ack_timeout: float = Field(default=30.0, gt=0, description="How long one ack may take before it is given up.")
     shutdown_timeout: float = Field(default=5.0, gt=0, description="Bound on the withdraw-all at SIGTERM (s).")
     batch_delay: float = Field(
-        default=0.001, ge=0, le=1, description="How long events are gathered before commands are computed (s)."
+        default=0.001,
+        ge=0,
+        le=1,
+        description="In a burst of changes, how long the loop waits for the next one before computing commands (s); "
+        "a lone change is applied at once.",
     )
     announcer_command: str = Field(
         default="",

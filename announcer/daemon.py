@@ -19,7 +19,10 @@ from announcer.convert import Converted, ObjectKind, converter, shape_of
 from announcer.exabgp import ExaBgpPipe, PipeClosed
 from announcer.kube import (
     Backoff,
+    Changed,
     KubeApi,
+    ListPage,
+    Relisted,
     Resource,
     ResourceWatcher,
     WatchEvent,
@@ -36,6 +39,10 @@ KINDS = {
     Resource.ENDPOINTSLICES: ObjectKind.ENDPOINT_SLICE,
     Resource.NODES: ObjectKind.NODE,
 }
+WATCH_EVENTS = (Changed, ListPage, Relisted)  # what a burst is made of (acks and wake-ups are not)
+# How long a burst's events are gathered into one diff at most: a change that comes during a long burst waits at
+# most this long (plus the time to apply what came before it) before its commands are written.
+BURST_LIMIT = 0.02
 
 
 class StopSignals:
@@ -72,19 +79,40 @@ class StopSignals:
         self._reader.close()
 
 
-def _gather(events: queue.Queue[LoopEvent], first_wait: float, batch_delay: float) -> list[LoopEvent]:
-    """The next event, and those that follow within batch_delay (a burst becomes one diff)."""
+def _drain(events: queue.Queue[LoopEvent], batch: list[LoopEvent]) -> int:
+    """Append every event already queued to `batch`, without waiting; returns how many of them were watch events."""
+    changes = 0
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            return changes
+        batch.append(event)
+        if isinstance(event, WATCH_EVENTS):
+            changes += 1
+
+
+def _gather(
+    events: queue.Queue[LoopEvent], first_wait: float, batch_delay: float, burst_limit: float = BURST_LIMIT
+) -> list[LoopEvent]:
+    """The next event and every event already queued behind it. A lone change is applied at once; while a burst
+    goes on (another watch event was already queued), events are gathered as long as the next one comes within
+    batch_delay of the previous one, for at most burst_limit, so a burst becomes a few diffs of many prefixes."""
     try:
         batch = [events.get(timeout=first_wait)]
     except queue.Empty:
         return []
-    deadline = time.monotonic() + batch_delay
-    while True:
-        remaining = deadline - time.monotonic()
+    changes = _drain(events, batch) + isinstance(batch[0], WATCH_EVENTS)
+    if changes < 2 or batch_delay <= 0:
+        return batch
+    end = time.monotonic() + burst_limit
+    while (remaining := end - time.monotonic()) > 0:
         try:
-            batch.append(events.get(timeout=remaining) if remaining > 0 else events.get_nowait())
+            batch.append(events.get(timeout=min(batch_delay, remaining)))
         except queue.Empty:
             return batch
+        _drain(events, batch)
+    return batch
 
 
 def _watchers(

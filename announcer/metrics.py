@@ -34,7 +34,8 @@ Event = TypeVar("Event")
 HEALTHY_WITHIN_SECONDS = 60.0
 # The announced-routes gauge is recounted (one walk over the announced routes) at most this often.
 ROUTES_RECOUNT_SECONDS = 1.0
-# Event-to-command latency: a batch is gathered for speaker.batch_delay (1 ms), a big sync can take a minute.
+# Event-to-command latency: a lone change is applied at once, a burst gathered up to 20 ms (daemon.BURST_LIMIT), a
+# big sync can take a minute.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 ACK_RESULTS = ("done", "error", "timeout")
 # A route still announced that no Service or aggregate wants any more (its withdraw failed, or is pending).
