@@ -12,7 +12,9 @@ before waiting for their acks (0: no waiting; with exabgp.api.ack=false there ar
 prefix instead of the bulk form, "interleave": alternate the families' lines, "attributes": words after
 `attributes` (default "next-hop self"), "control": for steady mode, a Unix socket path on which each
 request line `announce|withdraw PREFIX...` is forwarded to ExaBGP as one `route` line per prefix and
-answered `ok` once written (and acked, with acks on)}.
+answered `ok` once written (and acked, with acks on); `announce*|withdraw* PREFIX...` (E's floor) is neither
+acked nor answered: the requests read together are written at once as bulk `attributes ... nlri` lines, one
+per action and family}.
 """
 
 from __future__ import annotations
@@ -171,6 +173,20 @@ def run_bulk(spec: dict[str, Any], status: Status, pipe: Pipe) -> None:
     pipe.drain_forever()
 
 
+def batch_lines(requests: list[bytes], peers: dict[str, list[str]], words: str) -> list[bytes]:
+    """`announce*|withdraw* PREFIX...` requests as bulk lines, one per (action, family) in order of first use."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for request in requests:
+        action, *prefixes = request.decode("ascii").split()
+        for prefix in prefixes:
+            family = "ipv6" if ":" in prefix else "ipv4"
+            groups.setdefault((action.rstrip("*"), family), []).append(prefix)
+    return [
+        f"{_selector(peers[family])} {action} attributes {words} nlri {' '.join(prefixes)}\n".encode()
+        for (action, family), prefixes in groups.items()
+    ]
+
+
 def run_steady(spec: dict[str, Any], status: Status, pipe: Pipe) -> None:
     """Announce the bulk prefixes (if any), then forward announce/withdraw requests from the control socket,
     one `route` line per prefix."""
@@ -203,7 +219,12 @@ def run_steady(spec: dict[str, Any], status: Status, pipe: Pipe) -> None:
                     continue
                 text = partial[ready] + data
                 *requests, partial[ready] = text.split(b"\n")
+                batched = [request for request in requests if request.split(b" ", 1)[0].endswith(b"*")]
+                if batched:
+                    pipe.pump(batch_lines(batched, peers, words), 0)
                 for request in requests:
+                    if request.split(b" ", 1)[0].endswith(b"*"):
+                        continue
                     action, *prefixes = request.decode("ascii").split()
                     lines = []
                     for prefix in prefixes:
