@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from bench.lab_env import NAMESPACES
-from bench.soak import SoakResult, render_soak
+from bench.markdown import BEGIN as RESULTS_BEGIN
+from bench.markdown import END as RESULTS_END
+from bench.markdown import replace_results
+from bench.soak import BEGIN, END, SoakResult, render_soak
 from bench.soak_model import (
     COMMUNITIES,
     OPT_OUT,
@@ -121,6 +124,13 @@ def test_the_soak_report_says_mismatch_and_names_the_differences() -> None:
     assert "missing 198.18.0.1/32" in text
     assert "<= 5 %: MISSED (10.0 %)" in text
     assert "| changes made | 600 in 60 s (10.0/s)" in text
+
+
+def test_the_soak_section_is_replaced_between_its_own_markers_and_the_table_is_left_alone(tmp_path: Path) -> None:
+    document = tmp_path / "BENCHMARKS.md"
+    document.write_text(f"# B\n\n{RESULTS_BEGIN}\ntable\n{RESULTS_END}\n\n{BEGIN}\nold soak\n{END}\n\ntail\n")
+    replace_results(document, "new soak\n", BEGIN, END)
+    assert document.read_text() == f"# B\n\n{RESULTS_BEGIN}\ntable\n{RESULTS_END}\n\n{BEGIN}\nnew soak\n{END}\n\ntail\n"
 
 
 @pytest.fixture
