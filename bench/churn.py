@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.lab_env import FAMILIES, NODE_ADDRESS, BenchLab, now, prefixes, service_addresses
+from bench.lab_env import FAMILIES, NODE_ADDRESS, BenchLab, now, prefixes, service_addresses, service_object
 from bench.scenarios import FloorControl, full_timeout
 
 
@@ -90,12 +90,13 @@ def churn(bench: BenchLab, count: int, changes: int, spread: float) -> dict[str,
     until FRR holds exactly the API server's prefixes (counts and samples polled, then the full table
     confirmed), from the first write and from the last."""
     plan = ChurnPlan.of(count, changes)
+    documents = {index: service_object(index) for index in plan.created}  # built before the clock starts
 
     def write(action: str, index: int) -> None:
         if action == "delete":
             bench.delete_service(index)
         else:
-            bench.apply_service(index)
+            bench.apply_object(index, documents[index], variant=False)
 
     started = _paced(plan.operations(), spread, write)
     finished = now()

@@ -462,11 +462,15 @@ class BenchLab:
         self.present.add(index)
         self.modified.discard(index)
 
-    def apply_object(self, index: int, document: dict[str, Any]) -> None:
-        """Write Service number index as given (the soak's variants of service_object(index))."""
+    def apply_object(self, index: int, document: dict[str, Any], *, variant: bool) -> None:
+        """Write Service number index as given: service_object(index) built in advance (variant False) or
+        another version of it (the soak's; set_services writes it back as service_object makes it)."""
         self.api.apply(document)
         self.present.add(index)
-        self.modified.add(index)
+        if variant:
+            self.modified.add(index)
+        else:
+            self.modified.discard(index)
 
     def delete_service(self, index: int) -> None:
         self.api.delete("Service", f"bench-{index % NAMESPACES:02d}", f"svc-{index:05d}")

@@ -96,7 +96,7 @@ def _write(bench: BenchLab, change: Change) -> None:
     if change.service is None:
         bench.delete_service(change.index)
     else:
-        bench.apply_object(change.index, change.service.object())
+        bench.apply_object(change.index, change.service.object(), variant=True)
 
 
 def _frr_table(bench: BenchLab) -> dict[str, set[str]]:
