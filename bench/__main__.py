@@ -1,5 +1,4 @@
-"""`python3 -m bench`: the benchmark table (A-F); `tune` compares speaker settings; `exabgp-profile` shows
-where ExaBGP's time goes."""
+"""`python3 -m bench`: the table (A-F) and its goals; `soak`, `tune`, `updates` and `exabgp-profile` beside it."""
 
 from __future__ import annotations
 
@@ -16,7 +15,8 @@ from pathlib import Path
 from types import FrameType
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-DEFAULT_SIZES = (1000, 10_000, 25_000)
+DEFAULT_SIZES = (1000, 10_000, 25_000, 50_000)
+REFERENCE_UP_TO = 25_000  # by default, the reference rows (no goal's figure) are measured up to this size
 
 
 def _sizes(text: str) -> list[int]:
@@ -36,6 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steady-sizes", type=_sizes, help="sizes at which D is measured (default: every size)")
     parser.add_argument("--churn-sizes", type=_sizes, help="sizes at which E is measured (default: 10k, or the "
                         "largest size run when 10k is not)")  # fmt: skip
+    parser.add_argument(
+        "--reference-sizes",
+        type=_sizes,
+        help="sizes at which the reference rows (A with "
+        "ExaBGP's defaults, B with the shipped defaults) are measured (default: every size up to 25k)",
+    )
+    parser.add_argument("--churn-changes", type=int, default=5000, help="E: changes written within 1 s "
+                        "(default 5000)")  # fmt: skip
     parser.add_argument("--no-shipped", action="store_true", help="skip B with the announcer's shipped defaults")
     parser.add_argument("--no-floor-default", action="store_true", help="skip A with ExaBGP's defaults")
     parser.add_argument("--no-bird", action="store_true", help="skip C (BIRD)")
@@ -57,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     updates = commands.add_parser("updates", help="UPDATE messages FRR receives per family for each command form")
     updates.add_argument("--sizes", type=_sizes, default=[1000, 10_000], dest="update_sizes")
     updates.add_argument("--runs", type=int, default=1)
+    soak = commands.add_parser("soak", help="N Services announced, then RATE changes a second for MINUTES: the "
+                               "announcer's memory over time and FRR's table at the end")  # fmt: skip
+    soak.add_argument("--minutes", type=float, default=30.0, help="duration of the changes (default 30)")
+    soak.add_argument("--rate", type=float, default=100.0, help="changes a second (default 100)")
+    soak.add_argument("--size", type=_sizes, default=[10_000], help="Services announced (default 10k)")
+    soak.add_argument("--warmup-minutes", type=float, default=5.0, help="memory growth is counted from this point "
+                      "(default 5; half the duration when that is shorter)")  # fmt: skip
+    soak.add_argument("--markdown", type=Path, dest="soak_markdown", help="also write the soak's section into this "
+                      "Markdown file (between its soak markers)")  # fmt: skip
+    soak.add_argument("--workdir", type=Path, dest="soak_workdir", help="run directory (logs, soak.json)")
     exabgp_profile = commands.add_parser("exabgp-profile", help="ExaBGP's own cProfile of one floor bulk load")
     exabgp_profile.add_argument("--size", type=_sizes, default=[10_000])
     return parser
@@ -98,7 +116,10 @@ def _run(argv: list[str] | None) -> int:
     _require_root()
     if not arguments.no_renice:
         os.nice(-10)  # inherited by FRR, ExaBGP, the API processes and BIRD, all started from here
-    workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="announcer-bench-"))
+    workdir = getattr(arguments, "soak_workdir", None) or arguments.workdir
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="announcer-bench-"))
+    if arguments.command == "soak":
+        return _soak(arguments, workdir)
     if arguments.command == "exabgp-profile":
         from bench.exabgp_profile import main as profile_main
 
@@ -132,6 +153,8 @@ def _run(argv: list[str] | None) -> int:
         shipped=not arguments.no_shipped,
         floor_default=not arguments.no_floor_default,
         bird=not arguments.no_bird,
+        reference_sizes=arguments.reference_sizes or [size for size in sizes if size <= REFERENCE_UP_TO],
+        churn_changes=arguments.churn_changes,
     )
     if plan.bird and (reason := ensure_bird()) is not None:
         print(f"bench: C (BIRD) will not be measured: {reason}", file=sys.stderr)
@@ -147,6 +170,28 @@ def _run(argv: list[str] | None) -> int:
         print(f"table written into {arguments.markdown}", file=sys.stderr)
     print(f"bench: {time.monotonic() - started:.0f} s; run directory {workdir}", file=sys.stderr)
     return 0
+
+
+def _soak(arguments: argparse.Namespace, workdir: Path) -> int:
+    """The soak; exit 0 when FRR ends up holding exactly what the Services want, 1 otherwise."""
+    from bench.markdown import replace_results
+    from bench.soak import BEGIN, END, render_soak, run_soak
+
+    if arguments.minutes <= 0 or arguments.rate <= 0:
+        print("bench soak: --minutes and --rate must be positive", file=sys.stderr)
+        return 2
+    warmup = min(arguments.warmup_minutes * 60.0, arguments.minutes * 30.0)
+    started = time.monotonic()
+    result = run_soak(workdir, arguments.size[0], arguments.minutes, arguments.rate, warmup)
+    document = dataclasses.asdict(result) | {"growth_percent": result.growth, "matches": result.matches}
+    (workdir / "soak.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+    text = render_soak(result)
+    print(text)
+    if arguments.soak_markdown is not None:
+        replace_results(arguments.soak_markdown, text, BEGIN, END)
+        print(f"soak written into {arguments.soak_markdown}", file=sys.stderr)
+    print(f"bench soak: {time.monotonic() - started:.0f} s; run directory {workdir}", file=sys.stderr)
+    return 0 if result.matches else 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ before waiting for their acks (0: no waiting; with exabgp.api.ack=false there ar
 prefix instead of the bulk form, "interleave": alternate the families' lines, "attributes": words after
 `attributes` (default "next-hop self"), "control": for steady mode, a Unix socket path on which each
 request line `announce|withdraw PREFIX...` is forwarded to ExaBGP as one `route` line per prefix and
-answered `ok` once written (and acked, with acks on)}.
+answered `ok` once written (and acked, with acks on); `announce*|withdraw* PREFIX...` (E's floor) is not
+answered: these requests are written as bulk `attributes ... nlri` lines (one per action and family) a batch
+at a time, a batch being those that arrived while ExaBGP acked the previous one}.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import select
 import socket
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +174,40 @@ def run_bulk(spec: dict[str, Any], status: Status, pipe: Pipe) -> None:
     pipe.drain_forever()
 
 
+def batch_lines(requests: list[bytes], peers: dict[str, list[str]], words: str) -> list[bytes]:
+    """`announce*|withdraw* PREFIX...` requests as bulk lines, one per (action, family) in order of first use."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for request in requests:
+        action, *prefixes = request.decode("ascii").split()
+        for prefix in prefixes:
+            family = "ipv6" if ":" in prefix else "ipv4"
+            groups.setdefault((action.rstrip("*"), family), []).append(prefix)
+    return [
+        f"{_selector(peers[family])} {action} attributes {words} nlri {' '.join(prefixes)}\n".encode()
+        for (action, family), prefixes in groups.items()
+    ]
+
+
+class _Batch:
+    """E's requests, written one batch at a time: those that arrived while ExaBGP acked the previous batch."""
+
+    def __init__(self, pipe: Pipe, peers: dict[str, list[str]], words: str) -> None:
+        self.pipe, self.peers, self.words = pipe, peers, words
+        self.pending: list[bytes] = []
+        self.acked_at = 0  # the ack count at which every line of the previous batches is acked
+
+    def add(self, requests: Iterable[bytes]) -> None:
+        self.pending.extend(requests)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.pending and (not self.pipe.ack or self.pipe.acks >= self.acked_at):
+            lines = batch_lines(self.pending, self.peers, self.words)
+            self.pending = []
+            self.acked_at = self.pipe.acks + len(lines)
+            self.pipe.pump(lines, 0)
+
+
 def run_steady(spec: dict[str, Any], status: Status, pipe: Pipe) -> None:
     """Announce the bulk prefixes (if any), then forward announce/withdraw requests from the control socket,
     one `route` line per prefix."""
@@ -187,6 +224,7 @@ def run_steady(spec: dict[str, Any], status: Status, pipe: Pipe) -> None:
     peers: dict[str, list[str]] = spec["peers"]
     words = str(spec.get("attributes", "next-hop self"))
     clients: list[socket.socket] = []
+    batch = _Batch(pipe, peers, words)
     partial: dict[socket.socket, bytes] = {}
     while not pipe.closed:
         readable, _, _ = select.select([pipe.inp, server, *clients], [], [], 1.0)
@@ -203,7 +241,10 @@ def run_steady(spec: dict[str, Any], status: Status, pipe: Pipe) -> None:
                     continue
                 text = partial[ready] + data
                 *requests, partial[ready] = text.split(b"\n")
+                batch.add(request for request in requests if request.split(b" ", 1)[0].endswith(b"*"))
                 for request in requests:
+                    if request.split(b" ", 1)[0].endswith(b"*"):
+                        continue
                     action, *prefixes = request.decode("ascii").split()
                     lines = []
                     for prefix in prefixes:
@@ -216,6 +257,7 @@ def run_steady(spec: dict[str, Any], status: Status, pipe: Pipe) -> None:
                     ready.sendall(b"ok\n")
             else:
                 pipe.read()
+        batch.flush()
 
 
 def main(argv: list[str]) -> int:

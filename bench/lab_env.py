@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import ipaddress
 import json
 import logging
@@ -70,8 +71,12 @@ def prefixes(count: int, family: str, first: int = 0) -> list[str]:
     return [f"{service_addresses(index)[column]}/{length}" for index in range(first, first + count)]
 
 
-def service_object(index: int, generation: int = 0) -> dict[str, Any]:
-    """A dual-stack ClusterIP Service shaped like a real API server's (managedFields included)."""
+def service_object(
+    index: int, generation: int = 0, *, dual_stack: bool = True, annotations: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A dual-stack ClusterIP Service shaped like a real API server's (managedFields included); dual_stack
+    False: the same Service single-stack IPv4 (what a PreferDualStack -> SingleStack downgrade leaves).
+    annotations are added to the benchmark's own."""
     ipv4, ipv6 = service_addresses(index)
     name = f"svc-{index:05d}"
     namespace = f"bench-{index % NAMESPACES:02d}"
@@ -82,7 +87,7 @@ def service_object(index: int, generation: int = 0) -> dict[str, Any]:
             "name": name,
             "namespace": namespace,
             "labels": {"app": name, "app.kubernetes.io/part-of": "bench", "generation": str(generation)},
-            "annotations": {"bench.example/owner": "team-a"},
+            "annotations": {"bench.example/owner": "team-a", **(annotations or {})},
             "managedFields": [
                 {
                     "manager": "kubectl-client-side-apply",
@@ -108,10 +113,10 @@ def service_object(index: int, generation: int = 0) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": {"app": name},
-            "ipFamilyPolicy": "RequireDualStack",
-            "ipFamilies": ["IPv4", "IPv6"],
+            "ipFamilyPolicy": "RequireDualStack" if dual_stack else "SingleStack",
+            "ipFamilies": ["IPv4", "IPv6"] if dual_stack else ["IPv4"],
             "clusterIP": ipv4,
-            "clusterIPs": [ipv4, ipv6],
+            "clusterIPs": [ipv4, ipv6] if dual_stack else [ipv4],
             "internalTrafficPolicy": "Cluster",
             "sessionAffinity": "None",
             "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}],
@@ -194,7 +199,38 @@ class IsolatedLab(Lab):
     """
 
     def _take_address_lock(self) -> None:
-        """Nothing to lock: this lab puts no address in the root namespace, so it runs beside a test lab."""
+        """Not the lab's address lock (this lab puts no address in the root namespace, so it runs beside a test
+        lab) but one of its own: benchmark labs share their namespace names, so a second one (another
+        `python3 -m bench`, a benchmark test) waits here until the first is down."""
+        if self._address_lock is not None:
+            return
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        lock = (self._state_dir / "bench.lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another benchmark lab is up; waiting for it to go down")
+            print("bench: another benchmark lab is up; waiting for it to go down", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        self._address_lock = lock
+        self._wait_for_unlocked_owner()
+
+    def _wait_for_unlocked_owner(self) -> None:
+        """A benchmark lab brought up by a process that does not take the lock (an older checkout): wait while
+        its owner lives (its namespaces would otherwise fail the preflight)."""
+        path = netns.LabState.for_prefix(self.prefix, self._state_dir).path
+        said = False
+        while path.exists():
+            try:
+                owner = netns.LabState.load(path).owner_pid
+            except (OSError, ValueError, KeyError):
+                return
+            if owner == os.getpid() or not netns.is_alive(owner):
+                return
+            if not said:
+                print(f"bench: a benchmark lab of PID {owner} is up; waiting for it to go down", file=sys.stderr)
+                said = True
+            time.sleep(1.0)
 
     def _check_api_address_free(self) -> None:
         """The API address lives inside this lab's own node namespace: nothing in the root namespace to check."""
@@ -261,6 +297,7 @@ class BenchLab:
         )
         self.vty: BgpdVty | None = None
         self.present: set[int] = set()
+        self.modified: set[int] = set()  # present, but written otherwise than service_object(index)
         self.daemons = DaemonWatch()
 
     # --- life cycle ---------------------------------------------------------------------------------------
@@ -423,18 +460,31 @@ class BenchLab:
     def apply_service(self, index: int) -> None:
         self.api.apply(service_object(index))
         self.present.add(index)
+        self.modified.discard(index)
+
+    def apply_object(self, index: int, document: dict[str, Any], *, variant: bool) -> None:
+        """Write Service number index as given: service_object(index) built in advance (variant False) or
+        another version of it (the soak's; set_services writes it back as service_object makes it)."""
+        self.api.apply(document)
+        self.present.add(index)
+        if variant:
+            self.modified.add(index)
+        else:
+            self.modified.discard(index)
 
     def delete_service(self, index: int) -> None:
         self.api.delete("Service", f"bench-{index % NAMESPACES:02d}", f"svc-{index:05d}")
         self.present.discard(index)
+        self.modified.discard(index)
 
     def set_services(self, count: int) -> float:
-        """Make the API server hold exactly Services 0..count-1; returns the seconds it took."""
+        """Make the API server hold exactly Services 0..count-1, as service_object makes them; returns the
+        seconds it took."""
         started = time.monotonic()
         for index in sorted(self.present - set(range(count)), reverse=True):
             self.delete_service(index)
         for index in range(count):
-            if index not in self.present:
+            if index not in self.present or index in self.modified:
                 self.apply_service(index)
         return time.monotonic() - started
 

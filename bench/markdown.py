@@ -1,4 +1,4 @@
-"""Put the latest table into BENCHMARKS.md between its results markers, keeping the prose around it."""
+"""Put the latest table (or soak) into BENCHMARKS.md between its own markers, keeping the prose around it."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ BEGIN = "<!-- bench results begin -->"
 END = "<!-- bench results end -->"
 
 
-def replace_results(path: Path, table: str) -> None:
+def replace_results(path: Path, table: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the text between the markers (appending both markers and the table when they are missing)."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{BEGIN}\n{table.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
+    block = f"{begin}\n{table.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
         text = head + block + tail
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"

@@ -1,4 +1,4 @@
-"""The measurements: A speaker floor, B announcer, C BIRD, D steady-state latency, E churn (F comes from B)."""
+"""The measurements: A speaker floor, B announcer, C BIRD, D steady-state latency (E is churn.py; F comes from B)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,14 @@ from bench.stats import Background, OtherThreadsCpu
 
 log = logging.getLogger(__name__)
 
-FULL_TIMEOUT = 240.0
+FULL_TIMEOUT = 240.0  # seconds allowed for FRR to hold (or match) a table of up to 25k Services
+
+
+def full_timeout(count: int) -> float:
+    """The time allowed for FRR to hold `count` Services' prefixes: FULL_TIMEOUT, scaled up beyond 25k."""
+    return max(FULL_TIMEOUT, FULL_TIMEOUT * count / 25_000)
+
+
 # The announcer's log lines (stderr, which ExaBGP copies into its own log) that mark its first sync.
 _LOG_LINE = re.compile(r"^(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ (?P<logger>[\w.]+): (?P<message>.*)$")
 _MARKS = {
@@ -151,7 +158,7 @@ def _run_speaker(
     api_pid = bench.api_pid()
     if api_pid is not None:
         background.add(api_pid)
-    done = bench.wait_full(count, FULL_TIMEOUT)
+    done = bench.wait_full(count, full_timeout(count))
     if done is None:
         bench.stop_speaker()
         return None
@@ -227,7 +234,7 @@ class BirdReference:
         for record in list(self.bird.records.values()):
             self.bench.untrack(record)
         self.bird.stop()
-        self.bench.wait_rib_empty(120.0)
+        self.bench.wait_rib_empty(full_timeout(0) / 2)
 
     def run(self, count: int) -> dict[str, float]:
         """Cold: BIRD started with the routes; configure: BIRD up with none, routes added, `birdc configure`."""
@@ -236,7 +243,7 @@ class BirdReference:
         updates = self.bench.updates_received()
         started = now()
         self._start()
-        done = self.bench.wait_full(count, FULL_TIMEOUT)
+        done = self.bench.wait_full(count, full_timeout(count))
         if done is not None:
             sample.update(_full_sample(done, started, "cold_to_full"))
             sample.update(_updates_sample(self.bench, updates))
@@ -248,7 +255,7 @@ class BirdReference:
             write_static(self.bird.includes[family], prefixes(count, family))
         started = now()
         self.bird.configure()
-        done = self.bench.wait_full(count, FULL_TIMEOUT)
+        done = self.bench.wait_full(count, full_timeout(count))
         if done is not None:
             sample.update(_full_sample(done, started, "configure_to_full"))
         self._stop()
@@ -309,104 +316,73 @@ def steady_announcer(bench: BenchLab, count: int, repeats: int, first_index: int
     return result
 
 
-def steady_floor(bench: BenchLab, count: int, repeats: int, settings: Settings, first_index: int) -> Latencies:
-    """The same with the floor API process (holding the same `count` prefixes first): one route per family
-    announced on request over its control socket."""
+class FloorControl:
+    """The floor API process in steady mode, holding the first `count` Services' prefixes, driven over its
+    control socket (D's and E's floor). Use as a context manager: ExaBGP is stopped on the way out."""
+
+    def __init__(self, bench: BenchLab, count: int, settings: Settings) -> None:
+        self.bench = bench
+        self.count = count
+        self.settings = settings
+        self.client: socket.socket | None = None
+        self.reader: Any = None
+        self.ready = False
+
+    def __enter__(self) -> FloorControl:
+        spec = floor_spec(self.bench, self.count, self.settings, mode="steady")
+        self.bench.start_speaker(floor_spec=spec, speaker={}, environment=self.settings.environment)
+        try:
+            if self.bench.wait_full(self.count, full_timeout(self.count)) is None:
+                return self
+            control = self.bench.workdir / "floor.sock"
+            deadline = time.monotonic() + 10.0
+            while not control.exists() and time.monotonic() < deadline:
+                self.bench.daemons.check()
+                time.sleep(0.01)
+            self.client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.client.connect(str(control))
+            self.reader = self.client.makefile("rb")
+            self.ready = True
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *_exception: object) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        if self.client is not None:
+            self.client.close()
+        self.bench.stop_speaker()
+
+    def send(self, line: str) -> None:
+        assert self.client is not None
+        self.client.sendall(line.encode())
+
+    def answer(self) -> None:
+        self.reader.readline()
+
+
+def steady_floor(control: FloorControl, repeats: int, first_index: int) -> Latencies:
+    """D with the floor API process (holding the same `count` prefixes first): one route per family
+    announced (then withdrawn) on request over its control socket."""
     result = Latencies()
-    spec = floor_spec(bench, count, settings, mode="steady")
-    bench.start_speaker(floor_spec=spec, speaker={}, environment=settings.environment)
-    try:
-        if bench.wait_full(count, FULL_TIMEOUT) is None:
-            result.lost = repeats * 2
-            return result
-        control = bench.workdir / "floor.sock"
-        deadline = time.monotonic() + 10.0
-        while not control.exists() and time.monotonic() < deadline:
-            bench.daemons.check()
-            time.sleep(0.01)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.connect(str(control))
-            reader = client.makefile("rb")
-            generator = random.Random(count)  # noqa: S311  (spacing between writes, not cryptography)
-            for number in range(repeats):
-                index = first_index + number
-                ipv4, ipv6 = service_addresses(index)
-                wanted = {"ipv4": f"{ipv4}/32", "ipv6": f"{ipv6}/128"}
-                for action, present, into in (("announce", True, result.create), ("withdraw", False, result.delete)):
-                    started = now()
-                    client.sendall(f"{action} {wanted['ipv4']} {wanted['ipv6']}\n".encode())
-                    seen = _wait_presence(bench, wanted, present, 10.0)
-                    reader.readline()
-                    if seen is None:
-                        result.lost += 1
-                    else:
-                        into.append(seen - started)
-                    time.sleep(generator.uniform(0.005, 0.02))
-    finally:
-        bench.stop_speaker()
-    return result
-
-
-# --- E: churn ----------------------------------------------------------------------------------------------
-def churn(bench: BenchLab, count: int, changes: int, spread: float) -> dict[str, float]:
-    """With the announcer running and Services 0..count-1 announced: `changes` writes within `spread` seconds
-    (half deletions of existing Services, half creations of new ones, interleaved); seconds until FRR holds
-    exactly the API server's prefixes, from the first write and from the last."""
-    half = changes // 2
-    deleted = list(range(count - half, count))
-    created = list(range(count, count + half))
-    operations: list[tuple[str, int]] = []
-    for gone, new in zip(deleted, created, strict=True):
-        operations += [("delete", gone), ("create", new)]
-    started = now()
-    for number, (action, index) in enumerate(operations):
-        target = started + spread * number / len(operations)
-        delay = target - now()
-        if delay > 0:
-            time.sleep(delay)
-        if action == "delete":
-            bench.delete_service(index)
-        else:
-            bench.apply_service(index)
-    finished_writing = now()
-    expected = {family: set(prefixes(count - half, family)) | set(prefixes(half, family, count)) for family in FAMILIES}
-    samples = {
-        "ipv4": ([f"{service_addresses(index)[0]}/32" for index in created[-10:]],
-                 [f"{service_addresses(index)[0]}/32" for index in deleted[-10:]]),
-        "ipv6": ([f"{service_addresses(index)[1]}/128" for index in created[-10:]],
-                 [f"{service_addresses(index)[1]}/128" for index in deleted[-10:]]),
-    }  # fmt: skip
-    frr = bench.frr()
-    deadline = now() + FULL_TIMEOUT
-    matched_at: float | None = None
-    while now() < deadline:
-        bench.daemons.check()
-        counts = {family: frr.prefix_counts(family).get(NODE_ADDRESS[family]) for family in FAMILIES}
-        if all(counts[family] == len(expected[family]) for family in FAMILIES) and all(
-            all(frr.has_prefix(family, prefix) for prefix in present)
-            and not any(frr.has_prefix(family, prefix) for prefix in absent)
-            for family, (present, absent) in samples.items()
-        ):
-            matched_at = now()
-            if all(set(bench_table(bench, family)) == expected[family] for family in FAMILIES):
-                break
-            matched_at = None
-        time.sleep(0.002)
-    result = {"write_seconds": finished_writing - started}
-    if matched_at is None:
-        result["timeout"] = 1.0
+    if not control.ready:
+        result.lost = repeats * 2
         return result
-    result["from_first_write"] = matched_at - started
-    result["after_last_write"] = matched_at - finished_writing
+    generator = random.Random(control.count)  # noqa: S311  (spacing between writes, not cryptography)
+    for number in range(repeats):
+        index = first_index + number
+        ipv4, ipv6 = service_addresses(index)
+        wanted = {"ipv4": f"{ipv4}/32", "ipv6": f"{ipv6}/128"}
+        for action, present, into in (("announce", True, result.create), ("withdraw", False, result.delete)):
+            started = now()
+            control.send(f"{action} {wanted['ipv4']} {wanted['ipv6']}\n")
+            seen = _wait_presence(control.bench, wanted, present, 10.0)
+            control.answer()
+            if seen is None:
+                result.lost += 1
+            else:
+                into.append(seen - started)
+            time.sleep(generator.uniform(0.005, 0.02))
     return result
-
-
-def bench_table(bench: BenchLab, family: str) -> list[str]:
-    """Every prefix FRR holds from the node in one family (the full, slow table: for checks only)."""
-    document = bench.frr().json(f"show bgp {family} unicast json")
-    routes = document.get("routes", {}) if isinstance(document, dict) else {}
-    return [prefix for prefix, paths in routes.items() if any(path.get("valid") for path in paths)]
-
-
-def restore_after_churn(bench: BenchLab, count: int) -> None:
-    bench.set_services(count)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from bench.churn import churn, churn_floor, restore_after_churn, wait_table
 from bench.lab_env import BenchLab
 from bench.scenarios import (
     BirdReference,
+    FloorControl,
     Latencies,
-    churn,
-    restore_after_churn,
     run_announcer,
     run_floor,
     steady_announcer,
@@ -45,6 +45,7 @@ class SizeResult:
     steady: Latencies | None = None
     steady_floor: Latencies | None = None
     churn: Series = field(default_factory=Series)
+    churn_floor: Series = field(default_factory=Series)
 
 
 @dataclass
@@ -68,6 +69,10 @@ class Plan:
     shipped: bool  # also measure the announcer with its shipped defaults (B reference row)
     floor_default: bool
     bird: bool
+    # The reference rows (A with ExaBGP's defaults, B with the shipped defaults) are measured at these sizes
+    # only: they are no goal's figure, and at 50k they would cost about 3 minutes of the run.
+    reference_sizes: Sequence[int] = ()
+    churn_changes: int = 5000  # E: writes within one second
 
 
 def _machine() -> dict[str, str]:
@@ -114,14 +119,15 @@ def run_suite(workdir: Path, plan: Plan) -> SuiteResult:
             _progress(f"N={size}: {size} Services in the API server ({seeded:.1f} s)")
             for run in range(plan.runs):
                 tag = f"N={size} run {run + 1}/{plan.runs}"
-                if plan.floor_default:
+                reference = size in plan.reference_sizes
+                if plan.floor_default and reference:
                     size_result.floor_default.add(
                         _timed(f"{tag} A default", partial(run_floor, bench, size, FLOOR_DEFAULT))
                     )
                 size_result.floor_best.add(_timed(f"{tag} A best", partial(run_floor, bench, size, FLOOR_BEST)))
                 if plan.bird and result.bird_missing is None:
                     size_result.bird.add(_timed(f"{tag} C BIRD", partial(bird.run, size)))
-                if plan.shipped:
+                if plan.shipped and reference:
                     size_result.announcer_shipped.add(
                         _timed(f"{tag} B shipped", partial(run_announcer, bench, size, ANNOUNCER_SHIPPED))
                     )
@@ -134,11 +140,8 @@ def run_suite(workdir: Path, plan: Plan) -> SuiteResult:
                 _measure_running(bench, size_result, plan)
                 bench.stop_speaker()
                 restore_after_churn(bench, size)
-            if size in plan.steady_sizes:
-                _progress(f"N={size}: D floor, {plan.steady_repeats} creates and deletes")
-                size_result.steady_floor = steady_floor(
-                    bench, size, plan.steady_repeats, FLOOR_BEST, STEADY_FIRST_INDEX
-                )
+            if size in plan.steady_sizes or size in plan.churn_sizes:
+                _measure_floor(bench, size_result, plan)
     _progress("lab down")
     result.finished = time.time()
     return result
@@ -160,12 +163,27 @@ def _measure_running(bench: BenchLab, size_result: SizeResult, plan: Plan) -> No
     if size in plan.churn_sizes:
         for run in range(plan.runs):
             size_result.churn.add(
-                _timed(f"N={size} E churn {run + 1}/{plan.runs}", partial(churn, bench, size, 1000, 1.0))
+                _timed(f"N={size} E churn {run + 1}/{plan.runs}", partial(churn, bench, size, plan.churn_changes, 1.0))
             )
             restore_after_churn(bench, size)
-            if bench.wait_full(size, 120.0) is None:
-                _progress(f"N={size}: FRR did not get back to {size} prefixes per family after the churn")
+            if not wait_table(bench, size):
+                _progress(f"N={size}: FRR did not get back to Services 0..{size - 1}'s prefixes after the churn")
                 break
+
+
+def _measure_floor(bench: BenchLab, size_result: SizeResult, plan: Plan) -> None:
+    """D's and E's floor: the floor API process holding the same N Services' prefixes, driven over its socket."""
+    size = size_result.size
+    with FloorControl(bench, size, FLOOR_BEST) as control:
+        if size in plan.steady_sizes:
+            _progress(f"N={size}: D floor, {plan.steady_repeats} creates and deletes")
+            size_result.steady_floor = steady_floor(control, plan.steady_repeats, STEADY_FIRST_INDEX)
+        if size in plan.churn_sizes:
+            for run in range(plan.runs):
+                size_result.churn_floor.add(
+                    _timed(f"N={size} E floor {run + 1}/{plan.runs}",
+                           partial(churn_floor, control, plan.churn_changes, 1.0))
+                )  # fmt: skip
 
 
 def median_or_nan(series: Series, key: str) -> float:

@@ -6,8 +6,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.churn import churn, restore_after_churn
 from bench.lab_env import BenchLab
-from bench.scenarios import Settings, churn, restore_after_churn, run_announcer, run_floor, steady_announcer
+from bench.scenarios import Settings, run_announcer, run_floor, steady_announcer
 from bench.settings import FAST_ENVIRONMENT, tune_candidates
 from bench.stats import Series, percentile
 
