@@ -231,3 +231,4 @@ def test_the_daemon_lists_and_watches_without_importing_the_generated_api_classe
     modules = set(json.loads(modules_file.read_text()))
     assert {"kubernetes.client.api_client", "kubernetes.client.rest", "announcer.daemon"} <= modules
     assert sorted(module for module in modules if GENERATED_MODULE.fullmatch(module)) == []
+    assert "prometheus_client" not in modules  # metrics are off in this configuration
