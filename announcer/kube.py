@@ -104,7 +104,7 @@ class _RestResponse(Protocol):
     def read(self) -> bytes: ...
 
 
-Query: TypeAlias = list[tuple[str, str | int | bool]]
+_Query: TypeAlias = list[tuple[str, str | int | bool]]
 
 
 class _ApiClient(Protocol):
@@ -115,7 +115,7 @@ class _ApiClient(Protocol):
         method: str,
         resource_path: str,
         path_params: dict[str, str] | None = None,
-        query_params: Query | None = None,
+        query_params: _Query | None = None,
         header_params: dict[str, str] | None = None,
         *,
         auth_settings: list[str] | None = None,
@@ -167,7 +167,7 @@ class KubeApi:
         self._client = cast(_ApiClient, api_client)
 
     def _get(
-        self, path: str, path_params: dict[str, str] | None, query: Query, timeout: float | tuple[float, float]
+        self, path: str, path_params: dict[str, str] | None, query: _Query, timeout: float | tuple[float, float]
     ) -> _Response:
         """One GET; non-2xx raises ApiException, as the generated methods do with _preload_content=False."""
         method, url, headers, body, post_params = self._client.param_serialize(
@@ -196,7 +196,7 @@ class KubeApi:
         unknown = set(arguments) - {keyword for keyword, _ in _QUERY_NAMES}
         if unknown:
             raise TypeError(f"not a list parameter: {', '.join(sorted(unknown))}")
-        query: Query = [(name, arguments[keyword]) for keyword, name in _QUERY_NAMES if keyword in arguments]
+        query: _Query = [(name, arguments[keyword]) for keyword, name in _QUERY_NAMES if keyword in arguments]
         return self._get(COLLECTIONS[resource], None, query, timeout)
 
     def read_node(self, name: str, timeout: float) -> object | None:
