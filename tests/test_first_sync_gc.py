@@ -42,10 +42,11 @@ def test_thresholds_are_raised_until_synced_then_restored_and_the_survivors_froz
     assert gc.get_threshold() == (700, 10, 10)
     frozen = gc.get_freeze_count()
     assert frozen > len(survivor)
-    first_sync.synced()  # once only: a later pass freezes nothing more
+    later = [[index] for index in range(1000)]  # tracked objects made after the first sync
+    first_sync.synced()  # once only: they stay out of the permanent generation
     first_sync.restore()
     assert gc.get_threshold() == (700, 10, 10)
-    assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() < frozen + len(later)  # frozen objects may be freed meanwhile, none are added
 
 
 @pytest.mark.usefixtures("collector")
