@@ -324,13 +324,18 @@ FAKE_CHILD = """\
 import os, signal, sys, time
 log = open(os.environ["FAKE_LOG"], "a", buffering=1)
 number = sys.argv[1]
+def marker():
+    state = "present" if os.path.exists(os.environ["ANNOUNCER_STOPPING_FILE"]) else "absent"
+    log.write(f"announcer {number}: stopping marker {state}\\n")
 def withdraw(*_):
+    marker()
     if os.environ.get("FAKE_CHILD_HANGS"):
         return
     time.sleep(0.4)
     log.write(f"announcer {number}: withdrawn\\n")
     sys.exit(0)
 signal.signal(signal.SIGTERM, withdraw)
+marker()
 log.write(f"announcer {number}: started\\n")
 while True:
     time.sleep(0.05)
@@ -400,6 +405,26 @@ def test_sigterm_stops_the_announcer_first_then_exabgp(tmp_path: Path, entrypoin
     assert lines.index("announcer 1: withdrawn") < lines.index("exabgp: SIGTERM")
     assert "stopping: the announcer withdraws its routes first" in entry.stderr.read_text()
     assert (entry.run_dir / "exabgp.conf").stat().st_mode & 0o077 == 0, "exabgp.conf is readable by its owner only"
+
+
+def test_the_stop_marker_exists_from_the_stop_on_so_a_respawned_announcer_stays_idle(
+    tmp_path: Path, entrypoint_factory: list[Entrypoint]
+) -> None:
+    """ANNOUNCER_STOPPING_FILE (in ExaBGP's, so the announcer's, environment) is created before the announcer hears
+    of the stop; the API process ExaBGP respawns meanwhile starts with it present (`announcer run` then announces
+    nothing: tests/test_stopping.py). A new start removes a marker an earlier run left."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "stopping").touch()  # left by an earlier container's stop
+    entry = Entrypoint(tmp_path, ANNOUNCER_FLUSH_SECONDS="1")  # time for ExaBGP to respawn the announcer
+    entrypoint_factory.append(entry)
+    entry.wait_for_line("announcer 1: started")
+    assert entry.stop() == 0
+    lines = entry.lines()
+    first, second = (lines.index(f"announcer {number}: started") for number in (1, 2))
+    assert lines[first - 1] == "announcer 1: stopping marker absent"
+    assert lines[first + 1] == "announcer 1: stopping marker present"  # on SIGTERM
+    assert lines[second - 1] == "announcer 2: stopping marker present"
+    assert lines.index("announcer 1: withdrawn") < lines.index("announcer 2: started") < lines.index("exabgp: SIGTERM")
 
 
 def test_an_announcer_that_does_not_exit_gets_stop_timeout_seconds(
