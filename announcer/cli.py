@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from announcer.policy import NodeView
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+# A file whose existence means "the node is stopping" (deploy/entrypoint.sh creates it before it stops the announcer):
+# an `announcer run` that ExaBGP respawns meanwhile must announce nothing, or the peers keep its routes.
+ENV_STOPPING_FILE = "ANNOUNCER_STOPPING_FILE"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,10 +86,23 @@ def _node_for(config: Config, arguments: argparse.Namespace, *, from_api: bool) 
     return None
 
 
+def _idle_while_stopping() -> bool:
+    """When the node is stopping: log it, read standard input until ExaBGP closes it, and say so (True)."""
+    marker = os.environ.get(ENV_STOPPING_FILE, "")
+    if not marker or not Path(marker).exists():
+        return False
+    logging.getLogger(__name__).info("%s exists: the node is stopping; announcing nothing", marker)
+    while sys.stdin.buffer.read(4096):
+        pass
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the `announcer` console script and `python -m announcer`."""
     arguments = _parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if arguments.command == "run" and _idle_while_stopping():
+        return EXIT_OK
     try:
         config = load_config(arguments.config)
         logging.getLogger().setLevel(config.log_level.upper())

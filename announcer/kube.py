@@ -99,33 +99,89 @@ class _Response(Protocol):
     def shutdown(self) -> None: ...
 
 
-class _ListCall(Protocol):
-    """A list call of the official client, asked for the raw response."""
+class _RestResponse(Protocol):
+    """The client's REST-layer answer: its status, and urllib3's response unread."""
 
-    def __call__(
-        self, *, _preload_content: bool, _request_timeout: float | tuple[float, float], **arguments: str | int | bool
-    ) -> _Response: ...
+    status: int
+    response: _Response
+
+    def read(self) -> bytes: ...
 
 
-class _ReadCall(Protocol):
-    """A read (GET one object) call of the official client, asked for the raw response."""
+_Query: TypeAlias = list[tuple[str, str | int | bool]]
 
-    def __call__(self, name: str, *, _preload_content: bool, _request_timeout: float) -> _Response: ...
+
+class _ApiClient(Protocol):
+    """The parts of kubernetes.client.ApiClient a request is built and sent with (configuration, auth, transport)."""
+
+    def param_serialize(
+        self,
+        method: str,
+        resource_path: str,
+        path_params: dict[str, str] | None = None,
+        query_params: _Query | None = None,
+        header_params: dict[str, str] | None = None,
+        *,
+        auth_settings: list[str] | None = None,
+    ) -> tuple[str, str, dict[str, str], None, list[tuple[str, str]]]: ...
+
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: dict[str, str] | None = None,
+        body: None = None,
+        post_params: list[tuple[str, str]] | None = None,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> _RestResponse: ...
+
+
+# Every request the announcer makes, as the generated client's methods build them (kubernetes >= 37, OpenAPI
+# Generator 7): deploy/'s ClusterRole grants exactly these (tests/test_deploy.py reads this table), and
+# tests/test_kube_requests.py checks them against CoreV1Api/DiscoveryV1Api on the wire.
+COLLECTIONS: dict[Resource, str] = {
+    Resource.SERVICES: "/api/v1/services",  # CoreV1Api.list_service_for_all_namespaces: list, watch
+    Resource.ENDPOINTSLICES: "/apis/discovery.k8s.io/v1/endpointslices",  # DiscoveryV1Api.list_endpoint_slice_...
+    Resource.NODES: "/api/v1/nodes",  # CoreV1Api.list_node: list, watch
+}
+NODE = "/api/v1/nodes/{name}"  # CoreV1Api.read_node: get
+# The list calls' keyword arguments and their query names, in the order the generated methods send them.
+_QUERY_NAMES = (
+    ("allow_watch_bookmarks", "allowWatchBookmarks"),
+    ("_continue", "continue"),
+    ("field_selector", "fieldSelector"),
+    ("label_selector", "labelSelector"),
+    ("limit", "limit"),
+    ("resource_version", "resourceVersion"),
+    ("timeout_seconds", "timeoutSeconds"),
+    ("watch", "watch"),
+)
+_ACCEPT = {"Accept": "application/json"}  # what the generated methods choose: the first JSON type they accept
+_AUTH = ["BearerToken"]  # the only auth setting of the Kubernetes API's generated methods
 
 
 class KubeApi:
-    """The official client's list calls for the two resources, as typed requests returning raw responses."""
+    """List, watch and read requests, built and sent as the official client's generated methods would send them.
+
+    Only the client's configuration, authentication and transport are used (ApiClient.param_serialize and
+    call_api): the generated API classes cost ~0.4 CPU s and ~20 MB to import, for three URLs.
+    """
 
     def __init__(self, api_client: object) -> None:
-        core = kubernetes.client.CoreV1Api(api_client)
-        discovery = kubernetes.client.DiscoveryV1Api(api_client)
-        # With _preload_content=False the client returns the raw response, not the model its annotations name.
-        self._calls: dict[Resource, _ListCall] = {
-            Resource.SERVICES: cast(_ListCall, core.list_service_for_all_namespaces),
-            Resource.ENDPOINTSLICES: cast(_ListCall, discovery.list_endpoint_slice_for_all_namespaces),
-            Resource.NODES: cast(_ListCall, core.list_node),
-        }
-        self._read_node = cast(_ReadCall, core.read_node)
+        self._client = cast(_ApiClient, api_client)
+
+    def _get(
+        self, path: str, path_params: dict[str, str] | None, query: _Query, timeout: float | tuple[float, float]
+    ) -> _Response:
+        """One GET; non-2xx raises ApiException, as the generated methods do with _preload_content=False."""
+        method, url, headers, body, post_params = self._client.param_serialize(
+            "GET", path, path_params, query, dict(_ACCEPT), auth_settings=list(_AUTH)
+        )
+        answer = self._client.call_api(method, url, headers, body, post_params, _request_timeout=timeout)
+        if not 200 <= answer.status <= 299:
+            answer.read()
+            raise kubernetes.client.ApiException.from_response(http_resp=answer, body=None, data=None)
+        return answer.response
 
     def request(
         self,
@@ -141,12 +197,16 @@ class KubeApi:
             arguments["label_selector"] = label_selector
         if field_selector:
             arguments["field_selector"] = field_selector
-        return self._calls[resource](_preload_content=False, _request_timeout=timeout, **arguments)
+        unknown = set(arguments) - {keyword for keyword, _ in _QUERY_NAMES}
+        if unknown:
+            raise TypeError(f"not a list parameter: {', '.join(sorted(unknown))}")
+        query: _Query = [(name, arguments[keyword]) for keyword, name in _QUERY_NAMES if keyword in arguments]
+        return self._get(COLLECTIONS[resource], None, query, timeout)
 
     def read_node(self, name: str, timeout: float) -> object | None:
         """One Node as raw JSON (GET), or None if the API server answers 404 (no such Node)."""
         try:
-            response = self._read_node(name, _preload_content=False, _request_timeout=timeout)
+            response = self._get(NODE, {"name": name}, [], timeout)
         except kubernetes.client.ApiException as error:
             if error.status == HTTP_NOT_FOUND:
                 return None

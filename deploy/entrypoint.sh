@@ -4,9 +4,9 @@
 #
 # Stopping (SIGTERM or SIGINT): the announcer first, so it withdraws every route and waits for ExaBGP's acks,
 # then ExaBGP. Stopping ExaBGP first would close the sessions with the withdraws unsent; with graceful restart
-# the peers would keep every route, as stale, for the restart time. ExaBGP respawns an API process that exits,
-# so ExaBGP is stopped right after the announcer has gone: the respawned one needs about a second before it
-# could announce anything, and is stopped with ExaBGP.
+# the peers would keep every route, as stale, for the restart time. ExaBGP respawns an API process that exits:
+# the stop creates $ANNOUNCER_RUN_DIR/stopping (ANNOUNCER_STOPPING_FILE in ExaBGP's environment) before it stops
+# the announcer, and an `announcer run` started while it exists announces nothing and waits for ExaBGP's end.
 #
 #   ANNOUNCER_CONFIG         the announcer configuration (default /etc/announcer/announcer.yaml)
 #   ANNOUNCER_RUN_DIR        where exabgp.conf is rendered (default /run/announcer)
@@ -33,6 +33,9 @@ esac
 
 umask 077  # exabgp.conf holds the TCP MD5 passwords
 mkdir -p "$run_dir"
+ANNOUNCER_STOPPING_FILE="$run_dir/stopping"  # exists from the start of a stop: a respawned announcer stays idle
+export ANNOUNCER_STOPPING_FILE
+rm -f "$ANNOUNCER_STOPPING_FILE"
 announcer exabgp-conf --config "$config" > "$run_dir/exabgp.conf"
 announcer exabgp-env --config "$config" > "$run_dir/exabgp-env.sh"
 
@@ -66,6 +69,7 @@ stop() {
     [ -z "$stopping" ] || return 0
     stopping=1
     trap '' TERM INT
+    touch "$ANNOUNCER_STOPPING_FILE" || log "cannot create $ANNOUNCER_STOPPING_FILE: a respawned announcer may announce"
     pids=$(children_of "$exabgp_pid")
     log "stopping: the announcer withdraws its routes first (pid ${pids:-none}), then ExaBGP"
     # shellcheck disable=SC2086  # one word per pid

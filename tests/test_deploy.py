@@ -18,6 +18,7 @@ import kubernetes
 import pytest
 import yaml
 
+from announcer import kube
 from announcer.config import Config, parse_listen
 from announcer.config_load import parse_config
 from announcer.exabgp_conf import render_exabgp_conf
@@ -108,20 +109,34 @@ def _resource_of(method: str) -> tuple[str, str]:
     raise AssertionError(f"cannot tell the RBAC verb of {method}: extend METHOD_VERBS")
 
 
+def _grant_of_path(path: str, verb: str) -> Grant:
+    """("discovery.k8s.io", "endpointslices", verb) for "/apis/discovery.k8s.io/v1/endpointslices", and so on."""
+    match = re.fullmatch(r"/(?:api/v1|apis/(?P<group>[a-z0-9.-]+)/v[a-z0-9]+)/(?P<resource>[a-z]+)(?:/\{name\})?", path)
+    assert match is not None, f"cannot tell the API group and resource of {path}"
+    return match["group"] or "", match["resource"], verb
+
+
 def grants_the_code_uses() -> set[Grant]:
     """(group, resource, verb) of every Kubernetes API call in announcer/*.py (the daemon's watchers and the
-    render command); a module passing watch=True also watches what it lists."""
+    render command): the generated API classes' methods, and kube.py's own requests (kube.COLLECTIONS: list, and
+    watch when it passes watch=True; kube.NODE: get), which only kube.py may send."""
     used: set[Grant] = set()
     for module in sorted((REPOSITORY / "announcer").glob("*.py")):
         text = module.read_text(encoding="utf-8")
-        assert "call_api" not in text and "kubernetes.dynamic" not in text, f"{module.name}: raw API calls"
+        assert "kubernetes.dynamic" not in text, f"{module.name}: raw API calls"
+        watches = "watch=True" in text or "kubernetes.watch" in text
+        if module.name == "kube.py":
+            used |= {_grant_of_path(path, "list") for path in kube.COLLECTIONS.values()}
+            used |= {_grant_of_path(path, "watch") for path in kube.COLLECTIONS.values() if watches}
+            used.add(_grant_of_path(kube.NODE, "get"))
+        else:
+            assert "call_api" not in text and "param_serialize" not in text, f"{module.name}: raw API calls"
         calls = re.findall(r"kubernetes\.client\.(\w+Api)\([^)]*\)\.(\w+)", text)  # CoreV1Api(c).list_...
         kept = re.findall(r"(\w+) = kubernetes\.client\.(\w+Api)\(", text)  # core = CoreV1Api(c); core.list_...
         for variable, api_class in kept:
             calls += [(api_class, method) for method in re.findall(rf"\b{variable}\.(\w+)", text)]
         constructed = re.findall(r"kubernetes\.client\.(\w+Api)\(", text)
         assert len(constructed) <= len(calls), f"{module.name}: an API object this scan cannot follow"
-        watches = "watch=True" in text or "kubernetes.watch" in text
         for api_class, method in calls:
             assert api_class in API_GROUPS, f"{module.name}: {api_class} is not in API_GROUPS"
             assert hasattr(getattr(kubernetes.client, api_class), method), f"{api_class} has no {method}"
@@ -309,13 +324,18 @@ FAKE_CHILD = """\
 import os, signal, sys, time
 log = open(os.environ["FAKE_LOG"], "a", buffering=1)
 number = sys.argv[1]
+def marker():
+    state = "present" if os.path.exists(os.environ["ANNOUNCER_STOPPING_FILE"]) else "absent"
+    log.write(f"announcer {number}: stopping marker {state}\\n")
 def withdraw(*_):
+    marker()
     if os.environ.get("FAKE_CHILD_HANGS"):
         return
     time.sleep(0.4)
     log.write(f"announcer {number}: withdrawn\\n")
     sys.exit(0)
 signal.signal(signal.SIGTERM, withdraw)
+marker()
 log.write(f"announcer {number}: started\\n")
 while True:
     time.sleep(0.05)
@@ -385,6 +405,26 @@ def test_sigterm_stops_the_announcer_first_then_exabgp(tmp_path: Path, entrypoin
     assert lines.index("announcer 1: withdrawn") < lines.index("exabgp: SIGTERM")
     assert "stopping: the announcer withdraws its routes first" in entry.stderr.read_text()
     assert (entry.run_dir / "exabgp.conf").stat().st_mode & 0o077 == 0, "exabgp.conf is readable by its owner only"
+
+
+def test_the_stop_marker_exists_from_the_stop_on_so_a_respawned_announcer_stays_idle(
+    tmp_path: Path, entrypoint_factory: list[Entrypoint]
+) -> None:
+    """ANNOUNCER_STOPPING_FILE (in ExaBGP's, so the announcer's, environment) is created before the announcer hears
+    of the stop; the API process ExaBGP respawns meanwhile starts with it present (`announcer run` then announces
+    nothing: tests/test_stopping.py). A new start removes a marker an earlier run left."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "stopping").touch()  # left by an earlier container's stop
+    entry = Entrypoint(tmp_path, ANNOUNCER_FLUSH_SECONDS="1")  # time for ExaBGP to respawn the announcer
+    entrypoint_factory.append(entry)
+    entry.wait_for_line("announcer 1: started")
+    assert entry.stop() == 0
+    lines = entry.lines()
+    first, second = (lines.index(f"announcer {number}: started") for number in (1, 2))
+    assert lines[first - 1] == "announcer 1: stopping marker absent"
+    assert lines[first + 1] == "announcer 1: stopping marker present"  # on SIGTERM
+    assert lines[second - 1] == "announcer 2: stopping marker present"
+    assert lines.index("announcer 1: withdrawn") < lines.index("announcer 2: started") < lines.index("exabgp: SIGTERM")
 
 
 def test_an_announcer_that_does_not_exit_gets_stop_timeout_seconds(
