@@ -47,6 +47,9 @@ WATCH_EVENTS = (Changed, ListPage, Relisted)  # what a burst is made of (acks an
 # How long a burst's events are gathered into one diff at most: a change that comes during a long burst waits at
 # most this long (plus the time to apply what came before it) before its commands are written.
 BURST_LIMIT = 0.02
+# How long changes wait at most for ExaBGP to answer the lines in flight before theirs are written anyway (then the
+# pipe's ack window and ack timeout apply as to any line).
+DEFER_LIMIT = 0.5
 
 
 # A first sync allocates millions of objects that nearly all live on (the desired table, the announced routes) or die
@@ -187,17 +190,32 @@ def _loop(
     batch_delay: float,
     first_sync_gc: FirstSyncGc | None = None,
 ) -> None:
-    """Events to the table, the table to commands, until a signal or the pipe's end."""
+    """Events to the table, the table to commands, until a signal or the pipe's end.
+
+    Once synced, changes that come while ExaBGP still has lines of ours to answer are only applied to the table;
+    their commands go out when the last of those lines is answered (each answer wakes the loop), when nothing came
+    for a while, or DEFER_LIMIT after the first of them: ExaBGP gets a burst in a few long lines rather than many
+    short ones, and applies them sooner (E, 5,000 changes in 1 s: BENCHMARKS.md). A lone change with nothing in
+    flight goes out at once."""
+    handled: list[LoopEvent] = []  # the events applied since the last sync (for the metrics)
+    deferred_since: float | None = None
     while signals.received is None and not pipe.closed.is_set():
         batch = _gather(events, 0.5, batch_delay)
         for event in batch:
             announcer.handle(event)
+        handled += batch
+        if batch and announcer.synced and pipe.in_flight() and signals.received is None:
+            deferred_since = time.monotonic() if deferred_since is None else deferred_since
+            if time.monotonic() - deferred_since < DEFER_LIMIT:
+                continue
+        deferred_since = None
         if signals.received is None:
             announcer.sync(lambda: signals.received is not None)
             if first_sync_gc is not None and announcer.synced:
                 first_sync_gc.synced()
             if metrics is not None:
-                metrics.iterated(batch)
+                metrics.iterated(handled)
+        handled = []
 
 
 def run_daemon(config: Config) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import queue
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +120,28 @@ def test_a_burst_of_changes_reaching_the_process_together_goes_out_in_lines_of_m
             assert sum(sizes) == BURST
             assert len(lines) < BURST // 4, sizes  # one line per change would be 200
             assert max(sizes) >= BURST // 10, sizes
+            assert exabgp.errors == []
+        finally:
+            exabgp.stop()
+
+
+def test_changes_that_come_while_exabgp_has_lines_to_answer_go_out_together_once_it_answered(tmp_path: Path) -> None:
+    """The whole process against a slow ExaBGP (each line answered 0.4 s after the previous one): 15 Services
+    created 30 ms apart, each alone in the announcer's queue. The first goes out at once; the others come while
+    its line awaits its answer and go out together after it, not one line each up to the ack window (8)."""
+    with FakeApiServer(bookmark_interval=0.5).start() as api:
+        exabgp = ExaBgpDouble(tmp_path, api.url, copy.deepcopy(CONFIG), ack_delay=0.4).start()
+        try:
+            exabgp.wait_for(lambda: "show adj-rib out extensive" in exabgp.lines, timeout=30.0, what="the first sync")
+            exabgp.wait_quiet(1.0, timeout=30.0)
+            for number in range(15):
+                api.apply(service(f"svc-{number}", [f"2001:db8:97::{number + 1:x}"]))
+                time.sleep(0.03)
+            exabgp.wait_for(lambda: len(exabgp.prefixes(V6_PEER)) == 15, timeout=30.0, what="every /128")
+            sizes = [len(re.findall(r"/128", line)) for line in exabgp.lines if " announce " in line]
+            assert sum(sizes) == 15
+            assert sizes[0] == 1, sizes  # a lone change with nothing in flight is not held back
+            assert len(sizes) <= 5, sizes  # without holding changes back while lines await answers: 9 or more
             assert exabgp.errors == []
         finally:
             exabgp.stop()
