@@ -168,3 +168,30 @@ def test_memory_kept_per_service_stays_under_the_bound() -> None:
         f"{per_service:.0f} bytes kept per Service, over {MEASURED_BYTES_KEPT_PER_SERVICE} x {MARGIN}: the table, "
         "plan or announced state keeps more per Service than it did (see this file's header)"
     )
+
+
+def test_conversion_keeps_a_bounded_amount_however_many_services_it_has_seen() -> None:
+    """A churning cluster brings ever new addresses: what conversion keeps once the views are dropped (its cache of
+    parsed addresses) must stay bounded, or the announcer's RSS grows for as long as it runs."""
+    prefix = make_config().announce.annotation_prefix
+
+    def service(index: int) -> dict[str, object]:
+        address = f"2001:db8:c0de::{index:x}"
+        return {
+            "metadata": {"name": f"churn-{index}", "namespace": "soak"},
+            "spec": {"type": "ClusterIP", "clusterIP": address, "clusterIPs": [address]},
+        }
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for index in range(30_000):
+            converted = convert_object(ObjectKind.SERVICE, service(index), prefix)
+            assert isinstance(converted.view, ServiceView) and not converted.problems
+        del converted
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    print(f"kept by conversion after 30,000 distinct Services: {kept / 1e6:.2f} MB")
+    assert kept < 1_500_000, f"conversion keeps {kept / 1e6:.1f} MB after 30,000 Services it has dropped"
