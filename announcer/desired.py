@@ -184,7 +184,8 @@ class DesiredTable:
         )
         self._set_decision(CONFIG_CLAIMANT, Decision(wanted=aggregates))
         self.node_view: NodeView | None = None  # this node's Node object; None: not (yet) known
-        self.node_reasons: tuple[str, ...] = ()  # why node state withdraws everything; () : it does not
+        # Why node state withdraws everything; () : it does not. With a rule on, nothing until the Node is known.
+        self.node_reasons: tuple[str, ...] = node_withdrawal(None, policy.node)
 
     # --- reading -------------------------------------------------------------------------------------------
     def best(self, prefix: Prefix) -> Wanted | None:
@@ -249,8 +250,8 @@ class DesiredTable:
 
     # --- node state (issue #11): one switch over the whole table, no Service decision recomputed -------------
     def set_node(self, view: NodeView | None) -> None:
-        """This node's Node object (None: unknown or deleted, which withdraws nothing); every prefix becomes dirty
-        when the node-level withdrawal starts or ends."""
+        """This node's Node object (None: not known or deleted, which withdraws everything while a node-state rule
+        is on); every prefix becomes dirty when the node-level withdrawal starts or ends."""
         self.node_view = view
         reasons = node_withdrawal(view, self.policy.node)
         if bool(reasons) != bool(self.node_reasons):

@@ -21,6 +21,7 @@ class AddressRule:
 
 # --- node state and per-node peers (issue #11, items 1 and 3) ---------------------------------------------------
 NODE_READY_UNKNOWN = "Unknown"
+NODE_UNKNOWN_REASON = "nodeUnknown"  # node state on, and this node's Node not known: nothing is announced
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,10 @@ class NodeRule:
 
 
 def node_withdrawal(node: NodeView | None, rule: NodeRule) -> tuple[str, ...]:
-    """Why this node withdraws everything ('' reasons: it does not). An unknown or missing Node withdraws nothing."""
+    """Why this node withdraws everything (no reason: it does not). With a rule on, a Node not known (not listed yet,
+    missing, or not readable) withdraws everything: node state fails closed."""
     if node is None:
-        return ()
+        return (NODE_UNKNOWN_REASON,) if rule.enabled else ()
     reasons: list[str] = []
     if rule.withdraw_label is not None and node.labels.get(rule.withdraw_label, "false") != "false":
         reasons.append(f"nodeLabel({rule.withdraw_label})")

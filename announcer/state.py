@@ -150,9 +150,10 @@ class Announcer:
 
     def _relisted(self, event: Relisted[Converted]) -> None:
         """The whole list (its pages already applied): whatever it no longer holds goes."""
-        if event.resource is Resource.NODES:  # this node's Node: listed but absent withdraws nothing
+        if event.resource is Resource.NODES:  # this node's Node: listed but absent, it is not known
             if not any(isinstance(item.view, NodeView) for item in event.objects):
                 self._node(None)
+            self.listed.add(event.resource)
             return
         if event.resource is Resource.SERVICES:
             self.table.replace_services(item.view for item in event.objects if isinstance(item.view, ServiceView))
@@ -197,7 +198,7 @@ class Announcer:
         self.table.set_node(view)
         after = self.table.node_reasons
         if view is None:
-            log.warning("Node %s is missing: node state withdraws nothing while it is", self.table.node)
+            log.warning("Node %s is missing: node state announces nothing while it is", self.table.node)
         if after and not before:
             log.info("node state: withdrawing everything this node announces (%s)", ", ".join(after))
         elif before and not after:
@@ -285,7 +286,14 @@ class Announcer:
 
     # --- commands ------------------------------------------------------------------------------------------
     def ready_to_sync(self) -> bool:
-        return self.listed == {Resource.SERVICES, Resource.ENDPOINTSLICES}
+        """Every resource listed: Services, EndpointSlices, and this node's Node when a node-state rule reads it (so
+        the first full sync, and End-of-RIB with it, wait for the Node)."""
+        return self.listed >= self.needed
+
+    @property
+    def needed(self) -> set[Resource]:
+        needed = {Resource.SERVICES, Resource.ENDPOINTSLICES}
+        return needed | {Resource.NODES} if self.table.policy.node.enabled else needed
 
     def sync(self, stopping: Callable[[], bool] = lambda: False) -> None:
         """Send what changed. Until both resources are fully listed, only announce (the first pages' routes go

@@ -22,7 +22,7 @@ from lab.fakeapi.nodes import node_object
 from lab.lab import kubeconfig_text
 from tests.conftest import BASE_CONFIG, make_config
 from tests.factories import service
-from tests.test_state import WEB, WEB_V4, WEB_V6, Harness, svc
+from tests.test_state import QUERY, WEB, WEB_V4, WEB_V6, Harness, held_line, svc
 
 V4 = "neighbor 192.0.2.1 , neighbor 192.0.2.5"
 V6 = "neighbor 2001:db8::1"
@@ -93,7 +93,8 @@ def test_a_node_without_a_usable_name_is_ignored_with_the_reason() -> None:
 @pytest.mark.parametrize(
     ("view", "rule", "reasons"),
     [
-        (None, NodeRule("bgp.announcer.io/withdraw", True, True), ()),
+        (None, NodeRule("bgp.announcer.io/withdraw", True, True), ("nodeUnknown",)),
+        (None, NodeRule(), ()),
         (NodeView("n", {"bgp.announcer.io/withdraw": ""}, {}), NodeRule(), ()),
         (NodeView("n", {"bgp.announcer.io/withdraw": ""}, {}, ready="True"), NodeRule("bgp.announcer.io/withdraw"),
          ("nodeLabel(bgp.announcer.io/withdraw)",)),
@@ -116,6 +117,9 @@ def test_node_state_withdraws_every_prefix_and_keeps_the_claims_for_the_return()
     assert view is not None
     table.upsert_service(view)  # type: ignore[arg-type]
     prefixes = set(table.take_dirty())
+    assert all(table.desired_attributes(prefix) is None for prefix in prefixes), "the Node is not known yet"
+    table.set_node(NodeView("node-a", {}, {}, ready="True"))
+    assert table.take_dirty() == prefixes
     table.set_node(NodeView("node-a", {}, {}, unschedulable=True, ready="True"))
     assert table.take_dirty() == prefixes
     assert all(table.desired_attributes(prefix) is None for prefix in prefixes)
@@ -146,16 +150,32 @@ def test_the_exclude_from_external_load_balancers_label_can_be_chosen() -> None:
 
 
 # --- the state machine -------------------------------------------------------------------------------------------
-def test_before_the_node_is_listed_routes_go_out_as_today_and_a_cordon_then_withdraws_them() -> None:
-    harness = Harness(make_config(node_state=ALL_RULES))
+def test_before_the_node_is_listed_nothing_is_announced_and_the_first_sync_waits_for_it() -> None:
+    """Issue 18, item 2: with a rule on, the Services are listed before the Node (a slow Node list): nothing goes
+    out, no first sync, no End-of-RIB; the Node listed ready and schedulable announces, a cordon withdraws."""
+    harness = Harness(make_config(node_state=ALL_RULES, bgp={"graceful_restart": 120}))
     harness.list_everything(WEB)
-    assert sorted(harness.speaker.take()[1:]) == sorted([WEB_V4, WEB_V6])
+    assert harness.speaker.take()[1:] == []
+    assert not harness.announcer.synced
     harness.feed(ListPage(Resource.NODES, [converted(node())]), Relisted(Resource.NODES, [converted(node())]))
-    assert harness.speaker.take() == []
+    assert harness.announcer.synced
+    assert sorted(harness.speaker.take()) == sorted([WEB_V4, WEB_V6])
     harness.feed(Changed(Resource.NODES, "MODIFIED", converted(node(unschedulable=True))))
     assert sorted(harness.speaker.take()) == sorted([WITHDRAW_V4, WITHDRAW_V6])
     harness.feed(Changed(Resource.NODES, "MODIFIED", converted(node())))
     assert sorted(harness.speaker.take()) == sorted([WEB_V4, WEB_V6])
+
+
+def test_a_node_that_cannot_be_listed_announces_nothing_and_holds_back_the_first_sync() -> None:
+    """The Node list refused (403) or failing for ever: the other lists complete, and still nothing is announced,
+    ExaBGP's routes from before are not withdrawn (no first sync), and no End-of-RIB goes out."""
+    stale = [held_line(peer, "198.51.100.99/32") for peer in ("192.0.2.1", "192.0.2.5")]
+    harness = Harness(make_config(node_state=ALL_RULES, bgp={"graceful_restart": 120}), held=stale)
+    harness.list_everything(WEB)
+    harness.now += 600
+    harness.loop()
+    assert harness.speaker.take() == [QUERY]
+    assert not harness.announcer.synced
 
 
 def test_while_withdrawn_a_new_service_is_not_announced_until_the_node_returns() -> None:
@@ -174,16 +194,19 @@ def test_while_withdrawn_a_new_service_is_not_announced_until_the_node_returns()
 
 
 @pytest.mark.parametrize("how", ["deleted", "listed without it"])
-def test_a_missing_or_deleted_node_withdraws_nothing_and_ends_a_withdrawal(how: str) -> None:
+def test_a_missing_or_deleted_node_withdraws_everything(how: str) -> None:
+    """Fail closed: with a rule on, a Node that is gone (deleted, or listed without it) announces nothing."""
     harness = Harness(make_config(node_state=ALL_RULES))
-    cordoned = converted(node(unschedulable=True))
-    harness.feed(ListPage(Resource.NODES, [cordoned]), Relisted(Resource.NODES, [cordoned]))
+    ready = converted(node())
+    harness.feed(ListPage(Resource.NODES, [ready]), Relisted(Resource.NODES, [ready]))
     harness.list_everything(WEB)
-    assert harness.speaker.take()[1:] == []
+    assert sorted(harness.speaker.take()[1:]) == sorted([WEB_V4, WEB_V6])
     if how == "deleted":
-        harness.feed(Changed(Resource.NODES, "DELETED", cordoned))
+        harness.feed(Changed(Resource.NODES, "DELETED", ready))
     else:
         harness.feed(Relisted(Resource.NODES, []))
+    assert sorted(harness.speaker.take()) == sorted([WITHDRAW_V4, WITHDRAW_V6])
+    harness.feed(Changed(Resource.NODES, "ADDED", ready))
     assert sorted(harness.speaker.take()) == sorted([WEB_V4, WEB_V6])
 
 
