@@ -10,6 +10,7 @@ from announcer.config_load import parse_config
 
 # The lab fixtures live in one place for the whole session: one keeper, so one lab at a time (they share
 # 203.0.113.240/28 in the root namespace), swapped between the end-to-end and smoke modules instead of colliding.
+from tests.kube_support import control_plane, namespace  # noqa: F401
 from tests.lab_support import lab, lab_keeper, static_lab  # noqa: F401
 
 BASE_CONFIG: dict[str, Any] = {
