@@ -1,8 +1,7 @@
-"""deploy/calico/ and the calico-node sidecar: the Calico-mode configuration, and no ROUTER_ID from status.hostIP."""
+"""deploy/overlays/calico/ and the calico-node sidecar: the Calico-mode configuration, and no ROUTER_ID from status.hostIP."""
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 from pathlib import Path
@@ -15,52 +14,22 @@ from announcer.config_load import parse_config
 from announcer.exabgp_conf import render_exabgp_conf
 from lab.calico import CALICO_CONFIG
 from lab.lab import project_tool
+from tests.kube_support import kustomize
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEPLOY = REPOSITORY / "deploy"
-OVERLAY = DEPLOY / "calico"
+OVERLAY = DEPLOY / "overlays" / "calico"
 DOCS = REPOSITORY / "docs" / "operations.md"
 RANGES = parse_ranges(["198.51.100.0/26,2001:db8:96::/112"])
-
-
-def _documents(path: Path) -> list[dict[str, Any]]:
-    return [item for item in yaml.safe_load_all(path.read_text(encoding="utf-8")) if item]
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
     return obj["kind"], obj["metadata"]["name"]
 
 
-def _merge(base: Any, patch: Any) -> Any:
-    """Kustomize's strategic merge for what the overlay uses: maps merge, lists of named items merge by name,
-    an item with `$patch: delete` removes its namesake."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        merged = dict(base)
-        for key, value in patch.items():
-            merged[key] = _merge(base[key], value) if key in base else value
-        return merged
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in base):
-        items = {item["name"]: item for item in base}
-        for item in patch:
-            if item.get("$patch") == "delete":
-                items.pop(item["name"], None)
-            else:
-                items[item["name"]] = _merge(items[item["name"]], item) if item["name"] in items else item
-        return list(items.values())
-    return patch
-
-
 def overlay_objects() -> dict[tuple[str, str], dict[str, Any]]:
-    """deploy/calico/ built as kustomize builds it: the base's resources with the overlay's patches applied."""
-    overlay = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text(encoding="utf-8"))
-    assert overlay["resources"] == ["../"]
-    base = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text(encoding="utf-8"))
-    objects = {_key(obj): obj for name in base["resources"] for obj in _documents(DEPLOY / name)}
-    for patch in overlay["patches"]:
-        for obj in _documents(OVERLAY / patch["path"]):
-            assert _key(obj) in objects, f"{patch['path']} patches nothing in the base"
-            objects[_key(obj)] = _merge(copy.deepcopy(objects[_key(obj)]), obj)
-    return objects
+    """deploy/overlays/calico/ as real kustomize (`kubectl kustomize`) builds it."""
+    return {_key(obj): obj for obj in kustomize(OVERLAY)}
 
 
 def test_the_calico_daemonset_takes_no_router_id_from_the_node_address() -> None:
@@ -76,7 +45,7 @@ def test_the_calico_configmap_sits_behind_bird_like_the_lab_example(tmp_path: Pa
     keeps router id 127.0.0.1 with the DaemonSet's environment, and renders an exabgp.conf the real ExaBGP loads."""
     configmap = overlay_objects()[("ConfigMap", "service-announcer")]
     document = yaml.safe_load(configmap["data"]["announcer.yaml"])
-    config = parse_config(document, "deploy/calico/configmap.yaml", environ={"NODE_NAME": "node-a"})
+    config = parse_config(document, "deploy/overlays/calico/configmap.yaml", environ={"NODE_NAME": "node-a"})
     example = parse_config(yaml.safe_load(CALICO_CONFIG.read_text(encoding="utf-8")), "example", environ={})
     assert calico_resources(config, RANGES) == calico_resources(example, RANGES)
     assert str(config.bgp.router_id) == "127.0.0.1"

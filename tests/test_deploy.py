@@ -1,8 +1,9 @@
-"""deploy/ agrees with the code: RBAC grants exactly what it calls, probes hit metrics.listen, the entrypoint stops in order."""
+"""deploy/base/ agrees with the code: RBAC grants exactly what it calls, probes hit metrics.listen, the entrypoint stops in order."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shlex
@@ -23,6 +24,7 @@ from announcer.config import Config, parse_listen
 from announcer.config_load import parse_config
 from announcer.exabgp_conf import render_exabgp_conf
 from lab.lab import project_tool
+from tests.kube_support import kustomize
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEPLOY = REPOSITORY / "deploy"
@@ -39,13 +41,14 @@ Grant = tuple[str, str, str]  # (API group, resource, verb)
 
 
 # --- reading the manifests -----------------------------------------------------------------------------------
+@functools.cache
+def _rendered() -> str:
+    return yaml.safe_dump_all(kustomize(DEPLOY / "base"))
+
+
 def manifests() -> list[dict[str, Any]]:
-    """Every object of the files kustomization.yaml lists, in order."""
-    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text(encoding="utf-8"))
-    objects: list[dict[str, Any]] = []
-    for name in kustomization["resources"]:
-        objects += [item for item in yaml.safe_load_all((DEPLOY / name).read_text(encoding="utf-8")) if item]
-    return objects
+    """Every object real kustomize renders from deploy/base/ (a fresh copy each call)."""
+    return [item for item in yaml.safe_load_all(_rendered()) if item]
 
 
 def only(kind: str) -> dict[str, Any]:
@@ -96,7 +99,7 @@ def configmap_document() -> dict[str, Any]:
 
 
 def configmap_config() -> Config:
-    return parse_config(configmap_document(), "deploy/configmap.yaml", environ=NODE_ENVIRONMENT)
+    return parse_config(configmap_document(), "deploy/base/configmap.yaml", environ=NODE_ENVIRONMENT)
 
 
 # --- what the code calls ---------------------------------------------------------------------------------------
@@ -201,7 +204,7 @@ def test_the_configmaps_configuration_validates_and_renders_an_exabgp_conf() -> 
     assert str(config.bgp.router_id) == "192.0.2.11"
     text = render_exabgp_conf(config, dockerfile_env("ANNOUNCER_CONFIG"))
     assert "processes [ announcer ];" in text
-    bare = parse_config(configmap_document(), "deploy/configmap.yaml", environ={"ROUTER_ID": "192.0.2.11"})
+    bare = parse_config(configmap_document(), "deploy/base/configmap.yaml", environ={"ROUTER_ID": "192.0.2.11"})
     assert bare.node_name is None, "the node name comes from the DaemonSet, not the shared file"
 
 
