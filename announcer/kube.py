@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 HTTP_GONE = 410
 HTTP_NOT_FOUND = 404
+HTTP_REFUSED = (401, 403)  # Unauthorized, Forbidden: retried, but never a passing fault
+_FORBIDDEN_HINT = (
+    " (the announcer's account may not list and watch {resource}: see deploy/base/rbac.yaml; a restarting API server"
+    " also answers 403 until its authorizer is ready)"
+)
 T = TypeVar("T")
 
 
@@ -77,6 +82,8 @@ class WatchStats:
     expired: int = 0
     events: int = 0
     skipped: int = 0
+    failing: str = ""  # why the last list or watch request failed; "" once one succeeds
+    refused: bool = False  # that failure was a 401 or 403: credentials or RBAC, not a passing fault
 
 
 class Expired(Exception):
@@ -373,14 +380,18 @@ class ResourceWatcher(threading.Thread, Generic[T]):
                 if self.stop_event.is_set():
                     break
                 self.stats.restarts += 1
-                if isinstance(error, kubernetes.client.ApiException) and error.status == HTTP_GONE:
+                status = error.status if isinstance(error, kubernetes.client.ApiException) else None
+                if status == HTTP_GONE:
                     self.stats.expired += 1
                     self.resource_version = None
+                self.stats.failing = _brief(error)
+                self.stats.refused = status in HTTP_REFUSED
                 delay = self.backoff.next_delay()
-                log.warning(
+                log.log(
+                    logging.ERROR if self.stats.refused else logging.WARNING,
                     "%s: %s; watching again from resourceVersion %s in %.1f s (announced routes stay)",
                     self.resource.value,
-                    _brief(error),
+                    describe_failure(error, self.resource),
                     self.resource_version,
                     delay,
                 )
@@ -426,6 +437,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             self.sink(ListPage(self.resource, converted))
             objects.extend(converted)
         self.stats.lists += 1
+        self._succeeded()
         log.info("%s: listed %d objects at resourceVersion %s", self.resource.value, len(objects), resource_version)
         self.sink(Relisted(self.resource, objects))
         return resource_version
@@ -444,6 +456,7 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             timeout_seconds=self.watch_timeout,
         )
         self._response = response
+        self._succeeded()
         try:
             for line in _lines(response):
                 if self.stop_event.is_set():
@@ -452,6 +465,11 @@ class ResourceWatcher(threading.Thread, Generic[T]):
         finally:
             self._response = None
             response.release_conn()
+
+    def _succeeded(self) -> None:
+        if self.stats.failing:
+            log.info("%s: the API server answers again (after: %s)", self.resource.value, self.stats.failing)
+        self.stats.failing, self.stats.refused = "", False
 
     def _event(self, kind: object, obj: object) -> None:
         if kind == "ERROR":
@@ -468,6 +486,14 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             self.backoff.reset()
         if version:
             self.resource_version = str(version)  # after the hand-on: a cut now resumes after this event
+
+
+def describe_failure(error: BaseException, resource: Resource) -> str:
+    """A failed list or watch in one sentence, with what to check when the API server refused it."""
+    status = error.status if isinstance(error, kubernetes.client.ApiException) else None
+    hint = _FORBIDDEN_HINT.format(resource=resource.value) if status == 403 else ""
+    hint = " (the kubeconfig's or the ServiceAccount's token is not accepted)" if status == 401 else hint
+    return _brief(error) + hint
 
 
 def _brief(error: BaseException) -> str:

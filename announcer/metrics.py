@@ -23,6 +23,7 @@ from announcer.desired import DesiredTable
 from announcer.exabgp import ExaBgpPipe
 from announcer.kube import Changed, Relisted, ResourceWatcher
 from announcer.model import Attributes, Family, Kind, Prefix, family_of
+from announcer.policy import NODE_UNKNOWN_REASON
 from announcer.reconcile import Action, Command
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,24 @@ class _WatchCollector:
         events = CounterMetricFamily(
             "announcer_watch_events", "ADDED, MODIFIED and DELETED watch events received.", labels=["resource"]
         )
+        up = GaugeMetricFamily(
+            "announcer_watch_up",
+            "1 while the last list or watch request of a resource succeeded, 0 while it fails (retried with backoff).",
+            labels=["resource"],
+        )
+        refused = GaugeMetricFamily(
+            "announcer_watch_refused",
+            "1 while the API server refuses a resource's list or watch (401 or 403: credentials or RBAC), else 0.",
+            labels=["resource"],
+        )
         for watcher in self.watchers:
             stats = watcher.stats
             restarts.add_metric([watcher.resource.value], stats.restarts)
             relists.add_metric([watcher.resource.value], max(stats.lists - 1, 0))
             events.add_metric([watcher.resource.value], stats.events)
-        yield from (restarts, relists, events)
+            up.add_metric([watcher.resource.value], 0 if stats.failing else 1)
+            refused.add_metric([watcher.resource.value], 1 if stats.refused else 0)
+        yield from (restarts, relists, events, up, refused)
 
 
 class DaemonMetrics:
@@ -180,6 +193,7 @@ class DaemonMetrics:
         self._routes_counted_at = -math.inf
         self._seen_synced = False
         self.server: WSGIServer | None = None
+        self._watchers: list[ResourceWatcher[Converted]] = []  # set by serve()
 
     # --- fed by the main loop ------------------------------------------------------------------------------
     def stamping(self, forward: Callable[[Event], None]) -> Callable[[Event], None]:
@@ -252,11 +266,19 @@ class DaemonMetrics:
         return False, f"stale: the main loop made no progress for {age:.1f} s (limit {self.healthy_within:.0f} s)\n"
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once the first full sync is done, while the pipe to ExaBGP is open."""
+        """Ready once the first full sync is done, while the pipe to ExaBGP is open, no list or watch is refused
+        (401/403), and, with a node-state rule on, this node's Node is known."""
         if self.pipe.closed.is_set():
             return False, "not ready: the pipe to ExaBGP is closed\n"
+        refused = [
+            f"{watcher.resource.value}: {watcher.stats.failing}" for watcher in self._watchers if watcher.stats.refused
+        ]
+        if refused:
+            return False, f"not ready: refused by the API server ({'; '.join(refused)})\n"
         if not self.state.synced:
             return False, "not ready: waiting for the first full sync\n"
+        if NODE_UNKNOWN_REASON in self.state.table.node_reasons:
+            return False, f"not ready: Node {self.state.table.node} is not known, so node state announces nothing\n"
         return True, "ready: synced, and the pipe to ExaBGP is open\n"
 
     def wsgi_app(self) -> WSGIApplication:
@@ -283,6 +305,7 @@ class DaemonMetrics:
 
     def serve(self, watchers: Sequence[ResourceWatcher[Converted]]) -> None:
         """Start the HTTP server thread on metrics.listen; ConfigError (naming the key) if it cannot bind."""
+        self._watchers = list(watchers)
         self.registry.register(_WatchCollector(watchers))
         host, port = self.listen
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

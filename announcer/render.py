@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -131,16 +132,19 @@ def _objects_from_file(config: Config, path: Path) -> list[Converted]:
 
 def _objects_from_cluster(config: Config, node: str) -> list[Converted]:
     """Both resources, listed page by page with timeouts by the routine the daemon's watchers use."""
-    from announcer.kube import KubeApi, Resource, list_pages, make_api_client, node_field_selector
+    from announcer.kube import KubeApi, Resource, describe_failure, list_pages, make_api_client, node_field_selector
 
-    api = KubeApi(make_api_client(config.watch.kubeconfig))
+    try:
+        api = KubeApi(make_api_client(config.watch.kubeconfig))
+    except Exception as error:  # no kubeconfig, no in-cluster account, an unreadable file: a sentence, no traceback
+        raise ClusterError(f"no Kubernetes credentials: {type(error).__name__}: {error}") from None
     kinds = {Resource.SERVICES: ObjectKind.SERVICE, Resource.ENDPOINTSLICES: ObjectKind.ENDPOINT_SLICE}
     if config.node_state.rule().enabled:
         kinds[Resource.NODES] = ObjectKind.NODE
     objects: list[Converted] = []
     for resource, kind in kinds.items():
         selector = config.announce.service_label_selector if resource is Resource.SERVICES else ""
-        for page in list_pages(
+        pages = list_pages(
             api,
             resource,
             label_selector=selector,
@@ -148,17 +152,32 @@ def _objects_from_cluster(config: Config, node: str) -> list[Converted]:
             page_size=config.watch.page_size,
             request_timeout=config.watch.request_timeout,
             shape=shape_of(kind),
-        ):
-            objects.extend(convert_object(kind, item, config.announce.annotation_prefix) for item in page.items)
+        )
+        try:
+            for page in pages:
+                objects.extend(convert_object(kind, item, config.announce.annotation_prefix) for item in page.items)
+        except Exception as error:  # refused, unreachable, timed out: one sentence naming the resource
+            raise ClusterError(f"cannot list {resource.value}: {describe_failure(error, resource)}") from None
     return objects
+
+
+EXIT_CLUSTER = 1  # the cluster could not be read
+
+
+class ClusterError(Exception):
+    """The cluster could not be read (credentials, RBAC, an unreachable server): said in one sentence."""
 
 
 def render_main(config: Config, node: str | None, from_file: Path | None, output: str) -> int:
     """The `render` command."""
     node_name = node or config.node
-    objects = (
-        _objects_from_file(config, from_file) if from_file is not None else _objects_from_cluster(config, node_name)
-    )
+    try:
+        objects = (
+            _objects_from_file(config, from_file) if from_file is not None else _objects_from_cluster(config, node_name)
+        )
+    except ClusterError as error:
+        print(f"announcer render: {error}", file=sys.stderr)
+        return EXIT_CLUSTER
     table, problems = build_table(config, node_name, objects)
     for problem in problems:
         log.warning("%s", problem)
@@ -169,9 +188,13 @@ def render_main(config: Config, node: str | None, from_file: Path | None, output
             "node_withdrawn": list(table.node_reasons),
             "rows": [row.__dict__ for row in table_rows],
         }
-        json.dump(document, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        text = json.dumps(document, indent=2) + "\n"
     else:
         state = f": everything withdrawn by node state ({', '.join(table.node_reasons)})" if table.node_reasons else ""
-        sys.stdout.write(f"node {node_name}{state}\n{format_table(table_rows)}\n")
+        text = f"node {node_name}{state}\n{format_table(table_rows)}\n"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `render | head`: the reader has what it wanted; no traceback, and none at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -54,11 +54,13 @@ class ExaBgpDouble:
         in_order_delay: float = 0.0,
         eor_refused_at_once: bool = False,
         unready: set[str] | None = None,
+        kubeconfig: str | None = None,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "announcer.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        (tmp / "kubeconfig").write_text(kubeconfig_text(api_url))
+        # The stand-in's plain-HTTP kubeconfig for api_url, unless one is given (the real API server's, with a token)
+        (tmp / "kubeconfig").write_text(kubeconfig_text(api_url) if kubeconfig is None else kubeconfig)
         self.held = held or []
         self.ack_delay = ack_delay
         self.refuse = refuse  # lines answered 'error', as ExaBGP does for what it cannot take yet
