@@ -55,7 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Calico mode: nodes labelled exclude-from-external-load-balancers (no Calico static service routes)",
     )
-    up.add_argument("--seed", type=Path, default=SAMPLES, help="objects the stand-in API server starts with")
+    up.add_argument(
+        "--kube",
+        choices=["stand-in", "real"],
+        default="stand-in",
+        help="the API server: the stand-in (default), or a real etcd and kube-apiserver (built on first use, then "
+        "cached: scripts/kube-build) with the announcer on deploy/base's ServiceAccount",
+    )
+    up.add_argument("--seed", type=Path, default=SAMPLES, help="objects the API server starts with")
     up.add_argument("--run-dir", type=Path, help="where configs and logs go (default: a new temporary folder)")
     up.add_argument(
         "--announcer-command",
@@ -144,6 +151,7 @@ def command_up(arguments: argparse.Namespace) -> int:
             run_dir=arguments.run_dir,
             announcer_command=arguments.announcer_command,
             seed_path=arguments.seed,
+            kube=arguments.kube,
         )
     else:
         lab = Lab(
@@ -153,6 +161,7 @@ def command_up(arguments: argparse.Namespace) -> int:
             announcer_command=arguments.announcer_command,
             api_server=True,
             seed_path=arguments.seed,
+            kube=arguments.kube,
         )
     try:
         started = time.monotonic()

@@ -179,6 +179,7 @@ class CalicoLab(Lab):
         api_server: bool = True,
         seed_path: Path | None = None,
         exabgp_environment: dict[str, str] | None = None,
+        kube: str = "stand-in",
     ) -> None:
         super().__init__(
             prefix,
@@ -190,6 +191,7 @@ class CalicoLab(Lab):
             seed_path=seed_path,
             frr_config=FRR_TOR_CONF,
             exabgp_environment=exabgp_environment,
+            kube=kube,
         )
         for name in nodes:
             recorded_rendering(name)  # fails early for a node without recorded files

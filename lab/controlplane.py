@@ -379,6 +379,22 @@ class ControlPlane:
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", identity=identity, input_text=text)
 
 
+def seed(plane: ControlPlane, objects: Sequence[dict[str, object]]) -> None:
+    """Create objects (the lab's samples) as the admin, with the namespaces they name."""
+    namespaces = sorted(
+        {str(m.get("namespace", "default")) for obj in objects if isinstance(m := obj.get("metadata"), dict)}
+    )
+    plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}} for name in namespaces])
+    plane.apply(objects)
+    for obj in objects:  # a Service's status (load-balancer ingress) is written through its status subresource
+        metadata = obj.get("metadata")
+        if obj.get("kind") == "Service" and "status" in obj and isinstance(metadata, dict):
+            path = f"/api/v1/namespaces/{metadata.get('namespace', 'default')}/services/{metadata['name']}/status"
+            status, answer = plane.request("PATCH", path, {"status": obj["status"]})
+            if status != 200:
+                raise RuntimeError(f"PATCH {path}: {status} {answer}")
+
+
 def _tail(path: str, lines: int = 20) -> str:
     try:
         return "\n".join(Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])

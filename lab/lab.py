@@ -50,6 +50,7 @@ API_ADDRESS = "203.0.113.254"
 NODE_HOST_IPV4 = ("203.0.113.241", "203.0.113.242")
 API_PORT = 6443
 API_URL = f"http://{API_ADDRESS}:{API_PORT}"
+KUBE_KINDS = ("stand-in", "real")
 SEGMENT_IPV4_LENGTH = 24
 SEGMENT_IPV6_LENGTH = 64
 LAN_INTERFACE = "lan0"
@@ -212,7 +213,10 @@ class Lab:
         state_dir: Path = STATE_DIR,
         exabgp_environment: dict[str, str] | None = None,
         tors: Sequence[Tor] | None = None,
+        kube: str = "stand-in",
     ) -> None:
+        if kube not in KUBE_KINDS:
+            raise ValueError(f"kube {kube!r}: one of {', '.join(KUBE_KINDS)}")
         if not prefix or not all(character.isalnum() or character == "-" for character in prefix):
             raise ValueError(f"prefix {prefix!r}: use letters, digits and '-'")
         if not 1 <= len(nodes) <= len(NODE_IPV4):
@@ -225,6 +229,7 @@ class Lab:
         self.config_path = config_path.resolve()
         self.announcer_command = announcer_command
         self.api_server = api_server
+        self.kube = kube  # which API server: the stand-in (lab/fakeapi) or the real etcd and kube-apiserver
         self.seed_path = seed_path
         self.frr_config = frr_config
         self.exabgp_environment = dict(exabgp_environment or {})
@@ -390,7 +395,10 @@ class Lab:
             netns.add_address(node.namespace, LAN_INTERFACE, f"{NODE_HOST_IPV4[index]}/{length}")
 
     def start_api_server(self) -> Any:
-        """Start the stand-in Kubernetes API server in this process on 203.0.113.254:6443, seeded if asked."""
+        """Start the API server on 203.0.113.254:6443, seeded if asked: the stand-in in this process, or the real
+        etcd and kube-apiserver (lab/controlplane.py) as processes the lab's state records."""
+        if self.kube == "real":
+            return self._start_control_plane()
         from lab.fakeapi import FakeApiServer
 
         server = FakeApiServer(host=API_ADDRESS, port=API_PORT).start()
@@ -400,6 +408,33 @@ class Lab:
                 server.apply(document)
         log.info("stand-in API server on %s", server.url)
         return server
+
+    def _start_control_plane(self) -> Any:
+        from lab.controlplane import ControlPlane, seed
+
+        state = self._require_state()
+        plane = ControlPlane(
+            self.run_dir / "controlplane",
+            bind_address=API_ADDRESS,
+            port=API_PORT,
+            on_start=state.add_process,
+            on_stop=state.remove_process,
+        )
+        self.api = plane
+        plane.start(progress=log.info)
+        if self.seed_path is not None:
+            seed(plane, load_objects(self.seed_path))
+        log.info("kube-apiserver %s ready in %.2f s", plane.url, plane.ready_seconds or 0.0)
+        return plane
+
+    def kubeconfig(self) -> str:
+        """The kubeconfig every node's announcer gets: the stand-in's (plain HTTP), or the real server's with the
+        token of the ServiceAccount deploy/base/rbac.yaml binds."""
+        if self.kube == "real":
+            from lab.controlplane import ANNOUNCER
+
+            return str(self.api.kubeconfig_text(ANNOUNCER))
+        return kubeconfig_text()
 
     def start_frr(self) -> FrrRouter:
         """Start zebra and bgpd in each ToR's namespace (runtime folder RUN_DIR/frr, RUN_DIR/frr-NAME for more)."""
@@ -471,7 +506,7 @@ class Lab:
         """Write the node's kubeconfig, env and rendered exabgp.conf; return the exabgp.conf path."""
         node = self.node(name)
         node.directory.mkdir(parents=True, exist_ok=True)
-        (node.directory / "kubeconfig").write_text(kubeconfig_text(), encoding="utf-8")
+        (node.directory / "kubeconfig").write_text(self.kubeconfig(), encoding="utf-8")
         environment = self.node_environment(name)
         config_path = self._node_config_path(node)
         rendered = subprocess.run(

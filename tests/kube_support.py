@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 @pytest.fixture
 def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A namespace of this test's own, deleted (with what it holds) afterwards."""
-    name = f"t-{abs(hash(request.node.nodeid)) % 10**8}"
+    """A namespace of this test's own, its Services and EndpointSlices deleted afterwards (no namespace controller
+    runs, so deleting the namespace would leave them)."""
+    name = f"t-{zlib.crc32(request.node.nodeid.encode()):08x}"
     control_plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
     try:
         yield name
     finally:
-        control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        control_plane.kubectl("delete", "services,endpointslices", "--all", "-n", name, "--wait=false", check=False)
 
 
 def create(plane: ControlPlane, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -44,15 +44,20 @@ class LabKeeper:
     def __init__(self, prefix: str = TEST_PREFIX) -> None:
         self.prefix = prefix
         self.current: Lab | None = None
-        self._kind: tuple[str | None, Path | None, Path | None] | None = None
+        self._kind: tuple[str | None, Path | None, Path | None, str] | None = None
         self.timings: list[dict[str, float]] = []
 
     def get(
-        self, announcer_command: str | None = None, seed_path: Path | None = None, config_path: Path | None = None
+        self,
+        announcer_command: str | None = None,
+        seed_path: Path | None = None,
+        config_path: Path | None = None,
+        kube: str = "stand-in",
     ) -> Lab:
-        """A running lab with this API process, seed and configuration, reusing the current one when it matches."""
+        """A running lab with this API process, seed, configuration and API server (the stand-in, or the real
+        one), reusing the current one when it matches."""
         require_lab_prerequisites()
-        kind = (announcer_command, seed_path, config_path)
+        kind = (announcer_command, seed_path, config_path, kube)
         if self.current is not None and self._kind == kind:
             self.heal()
             return self.current
@@ -65,6 +70,7 @@ class LabKeeper:
             config_path=EXAMPLE_CONFIG if config_path is None else config_path,
             # The end-to-end tests read the announcer's commands from ExaBGP's log (one line per route).
             exabgp_environment={"exabgp.log.processes": "true"},
+            kube=kube,
         )
         print(f"lab {self.prefix}: starting, run directory {lab.run_dir}", file=sys.stderr)
         lab.up()  # tears itself down when it fails
