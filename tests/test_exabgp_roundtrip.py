@@ -1,0 +1,92 @@
+"""What ExaBGP's own parser reads back from the exabgp.conf and the settings the announcer renders, for any value."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from announcer.config import ConfigError, PasswordSource
+from announcer.config_load import read_password
+from announcer.exabgp_conf import render_exabgp_conf
+from tests.conftest import make_config
+
+PRINTABLE_ASCII = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+
+
+def exabgp_neighbours(tmp_path: Path, text: str) -> dict[str, Any]:
+    """The neighbours ExaBGP's configuration parser (the installed exabgp package, as `exabgp validate`) makes of
+    the text; AssertionError with ExaBGP's own message if it refuses it."""
+    from exabgp.configuration.configuration import Configuration
+    from exabgp.environment import getenv
+    from exabgp.logger import log
+
+    log.init(getenv())
+    path = tmp_path / "exabgp.conf"
+    path.write_text(text)
+    configuration = Configuration([str(path)])
+    assert configuration.reload(), f"ExaBGP refused the rendered exabgp.conf: {configuration.error}"
+    return {str(neighbour["peer-address"]): neighbour for neighbour in configuration.neighbors.values()}
+
+
+class RecordingSocket:
+    """Stands in for the socket ExaBGP sets the TCP MD5 key on; keeps the key the kernel would get."""
+
+    def __init__(self) -> None:
+        self.key: bytes | None = None
+
+    def setsockopt(self, _level: int, _option: int, value: bytes) -> None:
+        sockaddr_size = 128  # __kernel_sockaddr_storage, then struct tcp_md5sig's '2xH4x80s'
+        (length,) = struct.unpack_from("H", value, sockaddr_size + 2)
+        self.key = value[sockaddr_size + 8 : sockaddr_size + 8 + length]
+
+
+def md5_key_exabgp_uses(neighbour: Any) -> bytes | None:
+    """The key ExaBGP hands the kernel for this neighbour (reactor/network/tcp.py `md5`, the function it calls
+    for both outgoing and listening sockets)."""
+    from exabgp.reactor.network.tcp import md5
+
+    socket = RecordingSocket()
+    md5(socket, str(neighbour["peer-address"]), 179, neighbour["md5-password"], neighbour["md5-base64"])
+    return socket.key
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.text(PRINTABLE_ASCII, min_size=1, max_size=80))
+@example(key="ab\\cd")
+@example(key="it's")
+@example(key="x'';hold-time 3;peer-as 65099;#")
+@example(key="x'';hold-time 3;peer-as 65099;#\\u0022")
+@example(key='say "hi"')
+@example(key="a,b  [c] (d) x ")
+@example(key="kernel")
+@example(key="0123abcdef")
+def test_every_password_accepted_reaches_the_kernel_through_exabgp_exactly_as_configured(
+    tmp_path_factory: pytest.TempPathFactory, key: str
+) -> None:
+    """Any printable ASCII password of 1 to 80 characters is accepted, and ExaBGP's own parser reads back exactly
+    it, as the key it gives the socket, with nothing else of the neighbour changed (no injected statement)."""
+    config = make_config(bgp={"hold_time": 90, "peers": [
+        {"address": "192.0.2.1", "peer_as": 64512, "local_address": "192.0.2.11",
+         "password": {"env": "PEER_SECRET"}}]})  # fmt: skip
+    source = config.bgp.peers[0].password
+    assert source is not None
+    accepted = read_password(source, {"PEER_SECRET": key})
+    text = render_exabgp_conf(config, "/x.yaml", {"192.0.2.1": accepted})
+    neighbour = exabgp_neighbours(tmp_path_factory.mktemp("conf"), text)["192.0.2.1"]
+    assert md5_key_exabgp_uses(neighbour) == key.encode("ascii")
+    assert (neighbour["hold-time"], neighbour["peer-as"]) == (90, 64512)
+
+
+@pytest.mark.parametrize(
+    "password", ["", "x" * 81, "caf\u00e9", "line\nbreak"], ids=["empty", "81 characters", "not ASCII", "a newline"]
+)
+def test_a_password_that_cannot_be_a_tcp_md5_key_is_refused_naming_its_source(password: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        read_password(PasswordSource(env="PEER_SECRET"), {"PEER_SECRET": password})
+    assert "bgp.peers[].password" in str(caught.value)
+    assert "PEER_SECRET" in str(caught.value)
