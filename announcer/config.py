@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from announcer.exabgp_settings import exabgp_setting_problem
 from announcer.fields import is_dns_subdomain
 from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
 from announcer.policy import AddressRule, NodeRule, Policy
@@ -423,17 +424,17 @@ class Speaker(_Strict):
     )
     environment: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra ExaBGP environment settings (exabgp.SECTION.KEY: value, one printable line) to render.",
+        description="ExaBGP environment settings to render (exabgp.SECTION.KEY: value), over the announcer's; only "
+        "ExaBGP's own settings, with values its reader takes as written; not exabgp.api.ack, exabgp.api.encoder "
+        "nor exabgp.api.respawn, which the announcer relies on.",
     )
 
     @field_validator("environment")
     @classmethod
     def _environment(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, setting in value.items():
-            if not re.fullmatch(r"exabgp\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*", key):
-                raise ValueError(f"{key!r} is not an ExaBGP setting (exabgp.SECTION.KEY in lower case)")
-            if not (setting.isascii() and setting.isprintable()):
-                raise ValueError(f"{key!r}: the value must be printable ASCII on one line")
+        problems = [problem for key, setting in value.items() if (problem := exabgp_setting_problem(key, setting))]
+        if problems:
+            raise ValueError("\n".join(problems))
         return value
 
 
@@ -576,23 +577,28 @@ class Config(_Strict):
         return self.node_name
 
 
-_KEYED_MESSAGE = re.compile(r"^Value error, (?P<key>[a-z_][a-z0-9_.]*): (?P<message>.*)$", re.DOTALL)
+_KEYED_MESSAGE = re.compile(r"^(?P<key>[a-z_][a-z0-9_.]*): (?P<message>.*)$", re.DOTALL)
+_VALUE_ERROR = "Value error, "
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem, 'SOURCE: KEY: MESSAGE'; a cross-field rule names its key first in its message."""
+    """One line per problem, 'SOURCE: KEY: MESSAGE'; a rule's message may hold several problems, one a line, each
+    naming its key (below the field's) first."""
     lines = []
     for problem in error.errors():
         parts = [str(part) for part in problem["loc"]]
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
-        keyed = _KEYED_MESSAGE.match(message)
-        if keyed is not None:
-            parts.append(keyed["key"])
-            message = keyed["message"]
-        key = ".".join(parts) or "(top level)"
-        lines.append(f"{source}: {key}: {message}")
+        messages = [message]
+        if message.startswith(_VALUE_ERROR):
+            messages = [_VALUE_ERROR + line for line in message.removeprefix(_VALUE_ERROR).splitlines()]
+        for text in messages:
+            keyed = _KEYED_MESSAGE.match(text.removeprefix(_VALUE_ERROR))
+            if text.startswith(_VALUE_ERROR) and keyed is not None:
+                lines.append(f"{source}: {'.'.join([*parts, keyed['key']])}: {keyed['message']}")
+            else:
+                lines.append(f"{source}: {'.'.join(parts) or '(top level)'}: {text}")
     return "\n".join(lines)
 
 

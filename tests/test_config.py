@@ -83,7 +83,7 @@ def test_a_password_from_the_environment_reaches_exabgp_conf_only(monkeypatch: p
         ({"node_name": "Node_A"}, "node_name: Value error, must be a DNS subdomain name"),
         ({"speaker": {"announcer_command": "/bin/announcer; }\nneighbor 192.0.2.9 {"}}, "speaker.announcer_command"),
         ({"speaker": {"environment": {"a b;touch /tmp/x": "1"}}}, "speaker.environment: Value error, 'a b;touch"),
-        ({"speaker": {"environment": {"exabgp.log.level": "INFO\nexabgp_api_ack=false"}}}, "printable ASCII on one line"),
+        ({"speaker": {"environment": {"exabgp.log.level": "INFO\nexabgp_api_ack=false"}}}, "speaker.environment.exabgp.log.level: 'INFO\\nexabgp_api_ack=false' is not a log level"),
     ],
     ids=[
         "AS zero", "no peers", "a peer address that is not an address", "a local address of the other family",
@@ -251,3 +251,27 @@ def test_exabgp_conf_refuses_a_config_path_that_would_end_the_run_line(tmp_path:
     assert result.returncode == 2
     assert "--config-path" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("exabgp.api.ack", "false"), ("exabgp.api.encoder", "json"), ("exabgp.api.respawn", "false")],
+    ids=["acks off", "the JSON encoder", "no respawn"],
+)
+def test_an_override_of_a_setting_the_pipe_relies_on_is_refused_naming_it(key: str, value: str) -> None:
+    """`exabgp.api.ack: false` passed check-config and left the node announcing nothing, restarting every 60 s."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE_CONFIG, "speaker": {"environment": {key: value}}}, "announcer.yaml", environ={})
+    assert f"announcer.yaml: speaker.environment.{key}: " in str(caught.value)
+    assert "the announcer relies on" in str(caught.value)
+
+
+def test_every_bad_environment_setting_is_named_with_its_value() -> None:
+    environment = {"exabgp.api.acks": "true", "exabgp.log.packets": "flase", "exabgp.log.destination": "'/x'"}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE_CONFIG, "speaker": {"environment": environment}}, "c", environ={})
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("c: speaker.environment.exabgp.api.acks: 'exabgp.api.acks' is not an ExaBGP setting")
+    assert lines[1].startswith("c: speaker.environment.exabgp.log.packets: 'flase' is not")
+    assert lines[2].startswith("c: speaker.environment.exabgp.log.destination: \"'/x'\"")

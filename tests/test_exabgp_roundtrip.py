@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import struct
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 
 from announcer.config import ConfigError, PasswordSource
 from announcer.config_load import read_password
-from announcer.exabgp_conf import render_exabgp_conf
+from announcer.exabgp_conf import render_exabgp_conf, render_exabgp_env
+from announcer.exabgp_settings import EXABGP_SETTINGS
 from tests.conftest import make_config
 
 PRINTABLE_ASCII = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
@@ -90,3 +92,85 @@ def test_a_password_that_cannot_be_a_tcp_md5_key_is_refused_naming_its_source(pa
         read_password(PasswordSource(env="PEER_SECRET"), {"PEER_SECRET": password})
     assert "bgp.peers[].password" in str(caught.value)
     assert "PEER_SECRET" in str(caught.value)
+
+
+# --- ExaBGP's environment (speaker.environment, rendered by `announcer exabgp-env`) -------------------------------
+def exabgp_setting_readers() -> dict[str, Any]:
+    """ExaBGP's own reader of each setting, by the name the announcer's configuration uses (exabgp.SECTION.KEY)."""
+    from exabgp.environment.setup import CONFIGURATION
+
+    return {
+        f"exabgp.{section}.{option}": definition["read"]
+        for section, options in CONFIGURATION.items()
+        for option, definition in options.items()
+    }
+
+
+_BOOLEAN_WORDS = ("1", "yes", "on", "enable", "true", "0", "no", "off", "disable", "false")
+_VALUES = st.one_of(
+    st.sampled_from(
+        ["true", "False", "YES", "flase", "", " true", "0", "12", " 5", "1_0", "+3", "-1", "0.1", "nan", "1e3",
+         "INFO", "warning", "verbose", "stdout", "'stdout'", " /tmp/log", "/var/log/exabgp.log", "0137", "9",
+         "192.0.2.1 2001:db8::1", "192.0.2.1  192.0.2.2", "host:", "text", "json", "root", "x y", "a;b", "$(id)"]
+    ),
+    st.text(PRINTABLE_ASCII, max_size=12),
+)  # fmt: skip
+
+
+_MEANINGS: dict[str, Any] = {
+    "boolean": lambda value: value.lower() in _BOOLEAN_WORDS[:5],
+    "integer": int,
+    "real": float,
+    "syslog_value": str.upper,
+    "umask_read": lambda value: int(value, 8),
+    "ip_list": str.split,
+}
+
+
+def _expected_reading(reader: Any, value: str) -> object:
+    """What ExaBGP must make of the value for it to mean what was configured (unquote, user: the text itself)."""
+    if reader.__name__ == "boolean":
+        assert value.lower() in _BOOLEAN_WORDS, f"{value!r} is not a word ExaBGP reads as a boolean"
+    return _MEANINGS.get(reader.__name__, str)(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.one_of(st.sampled_from(sorted(exabgp_setting_readers())), st.just("exabgp.api.acks")),
+    value=_VALUES,
+)
+@example(key="exabgp.api.acks", value="true")
+@example(key="exabgp.log.packets", value="flase")
+@example(key="exabgp.log.destination", value="'/var/log/x'")
+@example(key="exabgp.tcp.bind", value="192.0.2.1  192.0.2.2")
+def test_every_environment_setting_accepted_is_read_by_exabgp_as_configured(key: str, value: str) -> None:
+    """A setting check-config accepts is one ExaBGP has, and its reader (exabgp/environment/setup.py) makes of the
+    value that `exabgp-env` renders, after the shell's unquoting, what was configured: no unknown key ignored, no
+    boolean misspelt into 'false', no quote or space stripped from a text."""
+    try:
+        config = make_config(speaker={"environment": {key: value}})
+    except ConfigError:
+        return
+    readers = exabgp_setting_readers()
+    assert key in readers, f"{key} is not one of ExaBGP's settings: it would be ignored"
+    rendered = dict(line.partition("=")[::2] for line in render_exabgp_env(config).splitlines())
+    (shell_value,) = shlex.split(rendered[key.replace(".", "_")]) or [""]
+    reader = readers[key]
+    try:
+        reading = reader(shell_value)
+    except TypeError:
+        if reader.__name__ == "user":  # a user name this machine lacks; the node's image has its own users
+            return
+        raise
+    if reader.__name__ == "ip_list":
+        reading = [str(address) for address in reading]
+    assert reading == _expected_reading(reader, value)
+
+
+def test_the_schemas_table_of_exabgp_settings_is_the_installed_exabgps() -> None:
+    """Every setting ExaBGP reads from the environment (but api.show-routes-format, whose '-' no shell variable name
+    can hold) is in the table, with the kind of value its reader takes: a new or renamed setting fails here."""
+    kinds = {"boolean": "boolean", "integer": "integer", "real": "real", "unquote": "text", "user": "user",
+             "umask_read": "octal", "syslog_value": "level", "ip_list": "addresses", "api": "encoder"}  # fmt: skip
+    installed = {key: kinds[reader.__name__] for key, reader in exabgp_setting_readers().items() if "-" not in key}
+    assert installed == EXABGP_SETTINGS
