@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import string
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,9 @@ from tests.conftest import make_config
 PRINTABLE_ASCII = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 
 
-def exabgp_neighbours(tmp_path: Path, text: str) -> dict[str, Any]:
-    """The neighbours ExaBGP's configuration parser (the installed exabgp package, as `exabgp validate`) makes of
-    the text; AssertionError with ExaBGP's own message if it refuses it."""
+def exabgp_configuration(tmp_path: Path, text: str) -> Any:
+    """What ExaBGP's configuration parser (the installed exabgp package, as `exabgp validate`) makes of the text;
+    AssertionError with ExaBGP's own message if it refuses it."""
     from exabgp.configuration.configuration import Configuration
     from exabgp.environment import getenv
     from exabgp.logger import log
@@ -32,7 +34,13 @@ def exabgp_neighbours(tmp_path: Path, text: str) -> dict[str, Any]:
     path.write_text(text)
     configuration = Configuration([str(path)])
     assert configuration.reload(), f"ExaBGP refused the rendered exabgp.conf: {configuration.error}"
-    return {str(neighbour["peer-address"]): neighbour for neighbour in configuration.neighbors.values()}
+    return configuration
+
+
+def exabgp_neighbours(tmp_path: Path, text: str) -> dict[str, Any]:
+    """The neighbours ExaBGP makes of the text, by peer address."""
+    neighbours = exabgp_configuration(tmp_path, text).neighbors.values()
+    return {str(neighbour["peer-address"]): neighbour for neighbour in neighbours}
 
 
 class RecordingSocket:
@@ -174,3 +182,41 @@ def test_the_schemas_table_of_exabgp_settings_is_the_installed_exabgps() -> None
              "umask_read": "octal", "syslog_value": "level", "ip_list": "addresses", "api": "encoder"}  # fmt: skip
     installed = {key: kinds[reader.__name__] for key, reader in exabgp_setting_readers().items() if "-" not in key}
     assert installed == EXABGP_SETTINGS
+
+
+# --- the other configured strings in exabgp.conf: the run line, the interface -------------------------------------
+COMMAND_WORD = st.text(st.sampled_from(string.ascii_letters + string.digits + "_./=:+@%-"), min_size=1, max_size=12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(arguments=st.lists(COMMAND_WORD, max_size=4), spaces=st.sampled_from([" ", "  "]))
+@example(arguments=["--a=b:c", "x@y%z", "+1"], spaces="  ")
+def test_the_configured_api_command_is_the_argv_exabgp_runs(
+    tmp_path_factory: pytest.TempPathFactory, arguments: list[str], spaces: str
+) -> None:
+    """speaker.announcer_command reaches ExaBGP's process as exactly its words, then 'run --config PATH'."""
+    command = spaces.join([sys.executable, *arguments])
+    try:
+        config = make_config(speaker={"announcer_command": command})
+    except ConfigError:
+        return
+    text = render_exabgp_conf(config, "/etc/announcer/announcer.yaml")
+    configuration = exabgp_configuration(tmp_path_factory.mktemp("conf"), text)
+    expected = [sys.executable, *arguments, "run", "--config", "/etc/announcer/announcer.yaml"]
+    assert configuration.processes["announcer"]["run"] == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(interface=st.text(PRINTABLE_ASCII, min_size=1, max_size=16))
+@example(interface="eth0.100")
+@example(interface="br-lan_1")
+def test_the_configured_interface_is_the_one_exabgp_binds_to(
+    tmp_path_factory: pytest.TempPathFactory, interface: str
+) -> None:
+    try:
+        config = make_config(bgp={"peers": [{"address": "fe80::1", "peer_as": 64512, "interface": interface}]})
+    except ConfigError:
+        return
+    text = render_exabgp_conf(config, "/x.yaml")
+    neighbour = exabgp_neighbours(tmp_path_factory.mktemp("conf"), text)["fe80::1"]
+    assert neighbour["source-interface"] == interface
