@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from announcer.exabgp_settings import exabgp_setting_problem
-from announcer.fields import is_dns_subdomain
+from announcer.fields import check_label_key, check_label_selector, is_dns_subdomain, is_label_value
 from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
 from announcer.policy import AddressRule, NodeRule, Policy
 
@@ -98,7 +98,7 @@ class Peer(_Strict):
     def _node_selector(cls, value: dict[str, str]) -> dict[str, str]:
         for key, label in value.items():
             check_label_key(key)
-            if not _LABEL_VALUE.fullmatch(label):
+            if not is_label_value(label):
                 raise ValueError(f"{label!r} (of {key!r}) is not a label value")
         return value
 
@@ -319,10 +319,7 @@ class Announce(_Strict):
     @field_validator("service_label_selector")
     @classmethod
     def _selector(cls, value: str) -> str:
-        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=!,() ")
-        if not set(value) <= allowed:
-            raise ValueError("only label-selector characters are allowed")
-        return value
+        return check_label_selector(value)
 
 
 class AttributeSettings(_Strict):
@@ -480,17 +477,7 @@ class Metrics(_Strict):
 
 
 # --- node state (issue #11, item 1) ------------------------------------------------------------------------------
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 DEFAULT_WITHDRAW_LABEL = "bgp.announcer.io/withdraw"
-
-
-def check_label_key(key: str) -> str:
-    """A Kubernetes label key ('[prefix/]name'), or ValueError saying why not."""
-    prefix, _, name = key.rpartition("/")
-    if not _LABEL_NAME.fullmatch(name) or (prefix and not is_dns_subdomain(prefix)):
-        raise ValueError(f"{key!r} is not a label key ([DNS-subdomain/]name, name up to 63 characters)")
-    return key
 
 
 class NodeState(_Strict):
