@@ -170,6 +170,26 @@ class Bgp(_Strict):
     def _local_as_key(cls, value: str | None) -> str | None:
         return None if value is None else check_label_key(value)
 
+    @field_validator("router_id")
+    @classmethod
+    def _usable_router_id(cls, value: ipaddress.IPv4Address | None) -> ipaddress.IPv4Address | None:
+        """A BGP identifier must not be zero (RFC 6286); a multicast or broadcast one is no router's address and FRR
+        and BIRD refuse the OPEN carrying it (RFC 4271 6.2: 'Bad BGP Identifier')."""
+        if value is None:
+            return None
+        why = (
+            "zero"
+            if int(value) == 0
+            else "a multicast address"
+            if value.is_multicast
+            else "the broadcast address"
+            if int(value) == 0xFFFFFFFF
+            else None
+        )
+        if why is not None:
+            raise ValueError(f"{str(value)!r} is {why}, which a BGP identifier must not be")
+        return value
+
     @field_validator("hold_time")
     @classmethod
     def _hold_time(cls, value: int) -> int:
@@ -565,24 +585,23 @@ class Config(_Strict):
 
 
 _KEYED_MESSAGE = re.compile(r"^(?P<key>[a-z_][a-z0-9_.]*): (?P<message>.*)$", re.DOTALL)
-_VALUE_ERROR = "Value error, "
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem, 'SOURCE: KEY: MESSAGE'; a rule's message may hold several problems, one a line, each
-    naming its key (below the field's) first."""
+    """One line per problem, 'SOURCE: KEY: MESSAGE'. A rule's message (pydantic's 'Value error, ' taken off) may
+    hold several problems, one a line; a line may name its key below the field's, or a cross-field rule's, first."""
     lines = []
     for problem in error.errors():
         parts = [str(part) for part in problem["loc"]]
-        message = problem["msg"]
         if problem["type"] == "extra_forbidden":
-            message = "unknown key"
-        messages = [message]
-        if message.startswith(_VALUE_ERROR):
-            messages = [_VALUE_ERROR + line for line in message.removeprefix(_VALUE_ERROR).splitlines()]
-        for text in messages:
-            keyed = _KEYED_MESSAGE.match(text.removeprefix(_VALUE_ERROR))
-            if text.startswith(_VALUE_ERROR) and keyed is not None:
+            lines.append(f"{source}: {'.'.join(parts)}: unknown key")
+            continue
+        if problem["type"] != "value_error":
+            lines.append(f"{source}: {'.'.join(parts) or '(top level)'}: {problem['msg']}")
+            continue
+        for text in problem["msg"].removeprefix("Value error, ").splitlines():
+            keyed = _KEYED_MESSAGE.match(text)
+            if keyed is not None:
                 lines.append(f"{source}: {'.'.join([*parts, keyed['key']])}: {keyed['message']}")
             else:
                 lines.append(f"{source}: {'.'.join(parts) or '(top level)'}: {text}")

@@ -69,7 +69,7 @@ def test_a_password_from_the_environment_reaches_exabgp_conf_only(monkeypatch: p
         ({"bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "192.0.2.1", "peer_as": 1, "local_address": "2001:db8::2"}]}},
          "local_address and address must be of the same family"),
         ({"bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "192.0.2.1", "peer_as": 1}] * 2}}, "declared twice"),
-        ({"bgp": {**BASE_CONFIG["bgp"], "hold_time": 2}}, "bgp.hold_time: Value error, must be 0 or between 3"),
+        ({"bgp": {**BASE_CONFIG["bgp"], "hold_time": 2}}, "bgp.hold_time: must be 0 or between 3"),
         ({"announce": {"external_ips": {"enabled": True, "allowlist": ["198.51.100.1/24"]}}},
          "announce.external_ips.allowlist"),
         ({"announce": {"service_label_selector": "app=web;shutdown"}}, "announce.service_label_selector"),
@@ -80,9 +80,9 @@ def test_a_password_from_the_environment_reaches_exabgp_conf_only(monkeypatch: p
         ({"speaker": {"prefixes_per_line": 100000}}, "speaker.prefixes_per_line"),
         ({"tpyo": 1}, "tpyo: unknown key"),
         ({"bgp": {**BASE_CONFIG["bgp"], "routerid": "1.2.3.4"}}, "bgp.routerid: unknown key"),
-        ({"node_name": "Node_A"}, "node_name: Value error, must be a DNS subdomain name"),
+        ({"node_name": "Node_A"}, "node_name: must be a DNS subdomain name"),
         ({"speaker": {"announcer_command": "/bin/announcer; }\nneighbor 192.0.2.9 {"}}, "speaker.announcer_command"),
-        ({"speaker": {"environment": {"a b;touch /tmp/x": "1"}}}, "speaker.environment: Value error, 'a b;touch"),
+        ({"speaker": {"environment": {"a b;touch /tmp/x": "1"}}}, "speaker.environment: 'a b;touch"),
         ({"speaker": {"environment": {"exabgp.log.level": "INFO\nexabgp_api_ack=false"}}}, "speaker.environment.exabgp.log.level: 'INFO\\nexabgp_api_ack=false' is not a log level"),
     ],
     ids=[
@@ -161,7 +161,7 @@ EXABGP_REFUSES = {
     ),
     "a peer address with a zone index": (
         {"bgp": {**BASE_CONFIG["bgp"], "peers": [{"address": "fe80::1%eth0", "peer_as": 1}]}},
-        "bgp.peers.0.address: Value error, 'fe80::1%eth0' has a zone index",
+        "bgp.peers.0.address: 'fe80::1%eth0' has a zone index",
     ),
     "a local address with a zone index": (
         {"bgp": {**BASE_CONFIG["bgp"], "peers": [
@@ -298,3 +298,21 @@ def test_a_label_selector_the_api_server_would_refuse_is_refused_naming_it(selec
 def test_a_label_selector_of_kubernetes_grammar_is_accepted(selector: str) -> None:
     config = parse_config({**BASE_CONFIG, "announce": {"service_label_selector": selector}}, "c", environ={})
     assert config.announce.service_label_selector == selector
+
+
+@pytest.mark.parametrize(
+    ("router_id", "why"),
+    [("0.0.0.0", "zero"), ("224.0.0.5", "multicast"), ("239.255.255.255", "multicast"),
+     ("255.255.255.255", "broadcast")],
+)  # fmt: skip
+def test_a_router_id_no_bgp_speaker_may_use_is_refused_from_the_file_and_from_router_id(
+    router_id: str, why: str
+) -> None:
+    for document, environ in (
+        ({**BASE_CONFIG, "bgp": {**BASE_CONFIG["bgp"], "router_id": router_id}}, {}),
+        (BASE_CONFIG, {"ROUTER_ID": router_id}),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(document, "c", environ=environ)
+        assert str(caught.value).startswith(f"c: bgp.router_id: {router_id!r} is")
+        assert why in str(caught.value)
