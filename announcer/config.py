@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -67,10 +69,35 @@ def _is_link_local(address: object) -> bool:
     return isinstance(address, ipaddress.IPv6Address) and address.is_link_local
 
 
-PeerAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_no_zone_index)]
+def _address(value: Any, also: str = "") -> Any:
+    """An address text as an address, one sentence naming the value otherwise (not pydantic's per-member errors)."""
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if isinstance(value, str):
+        _no_zone_index(value)
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_address(value)
+    raise ValueError(f"{value!r} is not an IPv4 or IPv6 address{also}")
+
+
+def _local_address(value: Any) -> Any:
+    return value if value == "auto" else _address(value, ", nor 'auto'")
+
+
+def _ipv4_address(value: Any) -> Any:
+    if isinstance(value, ipaddress.IPv4Address):
+        return value
+    with contextlib.suppress(ValueError):
+        if isinstance(value, str):
+            return ipaddress.IPv4Address(value)
+    raise ValueError(f"{value!r} is not an IPv4 address")
+
+
+PeerAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_address)]
 LocalAddress = Annotated[
-    ipaddress.IPv4Address | ipaddress.IPv6Address | Literal["auto"], BeforeValidator(_no_zone_index)
+    ipaddress.IPv4Address | ipaddress.IPv6Address | Literal["auto"], BeforeValidator(_local_address)
 ]
+RouterId = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address)]
 
 
 class Peer(_Strict):
@@ -96,10 +123,16 @@ class Peer(_Strict):
     @field_validator("node_selector")
     @classmethod
     def _node_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
         for key, label in value.items():
-            check_label_key(key)
+            try:
+                check_label_key(key)
+            except ValueError as error:
+                problems.append(str(error))
             if not is_label_value(label):
-                raise ValueError(f"{label!r} (of {key!r}) is not a label value")
+                problems.append(f"{label!r} (of {key!r}) is not a label value")
+        if problems:
+            raise ValueError("\n".join(problems))
         return value
 
     # --- IPv6 link-local peers (issue #11 item 5) ---
@@ -147,7 +180,7 @@ class Bgp(_Strict):
     """The BGP speaker's own identity and its peers."""
 
     local_as: Asn = Field(description="Our AS number.")
-    router_id: ipaddress.IPv4Address | None = Field(
+    router_id: RouterId | None = Field(
         default=None, description="BGP identifier; the ROUTER_ID environment variable overrides it."
     )
     hold_time: int = Field(default=90, description="Hold time in seconds (0, or 3 and more).")
@@ -222,20 +255,20 @@ class Bgp(_Strict):
         return [peer for peer in self.peers if peer.family == family]
 
 
-def _parse_cidrs(values: Any) -> Any:
-    """A list of CIDR strings as networks, host bits refused; anything else is left to pydantic."""
-    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
-        return values
-    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value, strict=True))
-        except ValueError as error:
-            raise ValueError(f"{value!r} is not a CIDR ({error})") from error
-    return networks
+def _parse_cidr(value: Any) -> Any:
+    """A CIDR string as a network, host bits refused; one sentence naming the value otherwise."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a CIDR")
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a CIDR ({error})") from None
 
 
-Cidrs = Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], BeforeValidator(_parse_cidrs)]
+# Each item checked on its own, so that every bad one is reported (under its index), not only the first.
+Cidrs = list[Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_parse_cidr)]]
 
 
 class AddressSource(_Strict):
@@ -342,27 +375,27 @@ class Announce(_Strict):
         return check_label_selector(value)
 
 
+def _community(text: str) -> str:
+    parse_community(text)
+    return text
+
+
+def _large_community(text: str) -> str:
+    parse_large_community(text)
+    return text
+
+
+Community = Annotated[str, AfterValidator(_community)]
+LargeCommunity = Annotated[str, AfterValidator(_large_community)]
+
+
 class AttributeSettings(_Strict):
     """BGP path attributes for one address kind; unset fields fall back to 'default'."""
 
-    communities: list[str] | None = Field(default=None, description="Standard communities, 'ASN:VALUE'.")
-    large_communities: list[str] | None = Field(default=None, description="Large communities, 'A:B:C'.")
+    communities: list[Community] | None = Field(default=None, description="Standard communities, 'ASN:VALUE'.")
+    large_communities: list[LargeCommunity] | None = Field(default=None, description="Large communities, 'A:B:C'.")
     local_preference: int | None = Field(default=None, ge=0, le=4_294_967_295, description="LOCAL_PREF.")
     med: int | None = Field(default=None, ge=0, le=4_294_967_295, description="MULTI_EXIT_DISC.")
-
-    @field_validator("communities")
-    @classmethod
-    def _communities(cls, values: list[str] | None) -> list[str] | None:
-        for value in values or []:
-            parse_community(value)
-        return values
-
-    @field_validator("large_communities")
-    @classmethod
-    def _large(cls, values: list[str] | None) -> list[str] | None:
-        for value in values or []:
-            parse_large_community(value)
-        return values
 
 
 class AttributesByKind(_Strict):
@@ -597,7 +630,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             lines.append(f"{source}: {'.'.join(parts)}: unknown key")
             continue
         if problem["type"] != "value_error":
-            lines.append(f"{source}: {'.'.join(parts) or '(top level)'}: {problem['msg']}")
+            shown = "" if problem["type"] == "missing" else f" (got {repr(problem['input'])[:80]})"
+            lines.append(f"{source}: {'.'.join(parts) or '(top level)'}: {problem['msg']}{shown}")
             continue
         for text in problem["msg"].removeprefix("Value error, ").splitlines():
             keyed = _KEYED_MESSAGE.match(text)

@@ -16,7 +16,8 @@ def _type_text(annotation: Any) -> str:
     for noise in ("typing.", "ipaddress.", "pathlib.", "announcer.config.", "<class '", "'>"):
         text = text.replace(noise, "")
     text = re.sub(r"Annotated\[int, FieldInfo\(.*?\)\]", "int", text)
-    text = re.sub(r"Annotated\[(.*?), BeforeValidator\(.*?\)\]", r"\1", text)
+    text = re.sub(r"Annotated\[(.*?), (?:Before|After)Validator\(.*?\)\]", r"\1", text)
+    text = re.sub(r"^Optional\[(.*)\]$", r"\1 or None", text)
     text = re.sub(r"^Union\[(.*)\]$", lambda match: match[1].replace(", ", " or "), text)
     return text.replace(" | ", " or ").replace("|", " or ")
 

@@ -316,3 +316,67 @@ def test_a_router_id_no_bgp_speaker_may_use_is_refused_from_the_file_and_from_ro
             parse_config(document, "c", environ=environ)
         assert str(caught.value).startswith(f"c: bgp.router_id: {router_id!r} is")
         assert why in str(caught.value)
+
+
+def config_error(document: dict[str, object], environ: dict[str, str] | None = None) -> list[str]:
+    """check-config's lines for a document (source 'c')."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, "c", environ=environ or {})
+    return str(caught.value).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("peer", "line"),
+    [({"address": "192.0.2.300", "peer_as": 1}, "c: bgp.peers.0.address: '192.0.2.300' is not an IPv4 or IPv6 address"),
+     ({"address": "2001:db8::g", "peer_as": 1}, "c: bgp.peers.0.address: '2001:db8::g' is not an IPv4 or IPv6 address"),
+     ({"address": "192.0.2.1", "peer_as": 1, "local_address": "1.2.3"},
+      "c: bgp.peers.0.local_address: '1.2.3' is not an IPv4 or IPv6 address, nor 'auto'")],
+    ids=["IPv4", "IPv6", "local address"],
+)  # fmt: skip
+def test_a_bad_address_is_one_line_with_the_bad_value_and_no_pydantic_internals(
+    peer: dict[str, object], line: str
+) -> None:
+    assert config_error({**BASE_CONFIG, "bgp": {**BASE_CONFIG["bgp"], "peers": [peer]}}) == [line]
+
+
+def test_a_bad_router_id_names_its_value() -> None:
+    assert config_error({**BASE_CONFIG, "bgp": {**BASE_CONFIG["bgp"], "router_id": "10.0.0"}}) == [
+        "c: bgp.router_id: '10.0.0' is not an IPv4 address"
+    ]
+
+
+def test_every_bad_item_of_a_list_is_reported_not_only_the_first() -> None:
+    document = {
+        **BASE_CONFIG,
+        "bgp": {**BASE_CONFIG["bgp"], "peers": [
+            {"address": "192.0.2.1", "peer_as": 1, "node_selector": {"a/": "x", "b": "y z", "ok": "fine"}}]},
+        "announce": {
+            "external_ips": {"enabled": True, "allowlist": ["10.0.0.1/8", "198.51.100.0/24", "10.0.0.0/33"]},
+            "service_cidrs": ["fd00::1/64", "x"],
+        },
+        "attributes": {"default": {"communities": ["65536:1", "1:1", "1:70000"],
+                                   "large_communities": ["1:2", "1:2:3", "x"]}},
+    }  # fmt: skip
+    lines = config_error(document)
+    for expected in (
+        "c: bgp.peers.0.node_selector: 'a/' is not a label key",
+        "c: bgp.peers.0.node_selector: 'y z' (of 'b') is not a label value",
+        "c: announce.external_ips.allowlist.0: '10.0.0.1/8' is not a CIDR",
+        "c: announce.external_ips.allowlist.2: '10.0.0.0/33' is not a CIDR",
+        "c: announce.service_cidrs.0: 'fd00::1/64' is not a CIDR",
+        "c: announce.service_cidrs.1: 'x' is not a CIDR",
+        "c: attributes.default.communities.0: '65536:1'",
+        "c: attributes.default.communities.2: '1:70000'",
+        "c: attributes.default.large_communities.0: '1:2'",
+        "c: attributes.default.large_communities.2: 'x'",
+    ):
+        assert any(line.startswith(expected) for line in lines), (expected, lines)
+    assert len(lines) == 10, lines
+
+
+def test_a_value_of_the_wrong_type_or_range_is_named_with_the_value() -> None:
+    lines = config_error({**BASE_CONFIG, "bgp": {**BASE_CONFIG["bgp"], "local_as": "sixty", "hold_time": 2.5}})
+    assert lines == [
+        "c: bgp.local_as: Input should be a valid integer, unable to parse string as an integer (got 'sixty')",
+        "c: bgp.hold_time: Input should be a valid integer, got a number with a fractional part (got 2.5)",
+    ]
