@@ -27,6 +27,7 @@ from announcer.policy import AddressRule, NodeRule, Policy
 
 ENV_NODE_NAME = "NODE_NAME"
 ENV_ROUTER_ID = "ROUTER_ID"
+PRIVILEGED_PORTS = 1024  # binding a port below this needs root or CAP_NET_BIND_SERVICE (Linux default)
 
 Asn = Annotated[int, Field(ge=1, le=4_294_967_295)]
 
@@ -589,6 +590,28 @@ class Config(_Strict):
         if value is not None and not is_dns_subdomain(value):
             raise ValueError("must be a DNS subdomain name (lower-case letters, digits, '-', '.')")
         return value
+
+    def warnings(self) -> list[str]:
+        """'KEY: why' for settings that are valid but do nothing, or fail where the configuration cannot see it;
+        check-config and exabgp-conf print them (the configuration stays usable: root or a capability makes a low
+        port work)."""
+        found = []
+        for index, peer in enumerate(self.bgp.peers):
+            if peer.passive and peer.port < PRIVILEGED_PORTS:
+                found.append(
+                    f"bgp.peers.{index}.port: {peer.port} with passive true: ExaBGP listens on this port, and below "
+                    f"{PRIVILEGED_PORTS} that needs root or NET_BIND_SERVICE, which the shipped image (uid 10001) does "
+                    "not have, so ExaBGP would exit at start; use a port of 1024 or more on both sides (as the Calico "
+                    "setup's 1790), or grant the capability"
+                )
+        for name in ("external_ips", "load_balancer_ips"):
+            source: AddressSource = getattr(self.announce, name)
+            if source.enabled and not source.allowlist:
+                found.append(
+                    f"announce.{name}.allowlist: empty while enabled is true, so no address of this kind is announced "
+                    "(only addresses inside the allowlist are); add the CIDRs to announce, or set enabled false"
+                )
+        return found
 
     def families(self) -> set[Family]:
         """The families that have at least one peer."""

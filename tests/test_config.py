@@ -380,3 +380,41 @@ def test_a_value_of_the_wrong_type_or_range_is_named_with_the_value() -> None:
         "c: bgp.local_as: Input should be a valid integer, unable to parse string as an integer (got 'sixty')",
         "c: bgp.hold_time: Input should be a valid integer, got a number with a fractional part (got 2.5)",
     ]
+
+
+# --- accepted, but doing nothing or failing later: warnings ----------------------------------------------------
+def test_a_passive_peer_below_port_1024_is_warned_about_naming_its_port() -> None:
+    """The shipped image runs ExaBGP as uid 10001 without NET_BIND_SERVICE: its listener on 179 fails and it exits."""
+    config = make_config(bgp={"peers": [
+        {"address": "192.0.2.1", "peer_as": 1, "local_address": "192.0.2.11", "passive": True},
+        {"address": "192.0.2.5", "peer_as": 1, "local_address": "192.0.2.11", "passive": True, "port": 1790},
+        {"address": "192.0.2.9", "peer_as": 1, "port": 179}]})  # fmt: skip
+    warnings = config.warnings()
+    assert [warning for warning in warnings if warning.startswith("bgp.peers")] == [
+        "bgp.peers.0.port: 179 with passive true: ExaBGP listens on this port, and below 1024 that needs root or "
+        "NET_BIND_SERVICE, which the shipped image (uid 10001) does not have, so ExaBGP would exit at start; use a "
+        "port of 1024 or more on both sides (as the Calico setup's 1790), or grant the capability"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["external_ips", "load_balancer_ips"])
+def test_an_enabled_address_kind_with_an_empty_allowlist_is_warned_about(kind: str) -> None:
+    config = make_config(announce={kind: {"enabled": True}})
+    assert config.warnings() == [
+        f"announce.{kind}.allowlist: empty while enabled is true, so no address of this kind is announced (only "
+        "addresses inside the allowlist are); add the CIDRs to announce, or set enabled false"
+    ]
+    assert make_config(announce={kind: {"enabled": False}}).warnings() == []
+    assert make_config().warnings() == []
+
+
+def test_check_config_prints_each_warning_naming_the_file_and_the_key_and_still_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "announcer.yaml"
+    path.write_text(yaml.safe_dump({**BASE_CONFIG, "announce": {"external_ips": {"enabled": True}}}))
+    for command in ("check-config", "exabgp-conf"):
+        result = subprocess.run([sys.executable, "-m", "announcer", command, "--config", str(path)],
+                                capture_output=True, text=True, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert f"announcer: warning: {path}: announce.external_ips.allowlist: empty while enabled is true" in (
+            result.stderr
+        )
