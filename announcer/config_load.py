@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from announcer.config import ENV_NODE_NAME, ENV_ROUTER_ID, Config, ConfigError, PasswordSource, validate_config
+from announcer.config import ENV_NODE_NAME, ENV_ROUTER_ID, Config, ConfigError, validate_config
+from announcer.config_bgp import PasswordSource
 
 MAX_PASSWORD_LENGTH = 80  # TCP_MD5SIG_MAXKEYLEN, and ExaBGP's MAX_MD5_PASSWORD_LENGTH
 

@@ -7,13 +7,15 @@ import re
 import shlex
 import sys
 
-from announcer.config import Config, ConfigError, Peer
+from announcer.config import Config, ConfigError
+from announcer.config_bgp import Peer
 from announcer.fields import parse_uint32
 from announcer.policy import NodeView, selector_matches
 
 PROCESS_NAME = "announcer"
 
-# ExaBGP settings the announcer needs (and the benchmark chose); config.speaker.environment overrides them.
+# ExaBGP settings the announcer needs (and the benchmark chose); config.speaker.environment overrides them, except
+# those the pipe relies on (exabgp_settings.PIPE_SETTINGS), which the schema refuses to change.
 DEFAULT_ENVIRONMENT: dict[str, str] = {
     "exabgp.api.ack": "true",
     "exabgp.api.cli": "false",

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from announcer.config import ConfigError, PasswordSource
+from announcer.config import ConfigError
+from announcer.config_bgp import PasswordSource
 from announcer.config_load import read_password
 from announcer.exabgp_conf import render_exabgp_conf, render_exabgp_env
 from announcer.exabgp_settings import EXABGP_SETTINGS
