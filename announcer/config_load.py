@@ -67,9 +67,13 @@ def read_password(source: PasswordSource, environ: Mapping[str, str] | None = No
 
 
 def read_passwords(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Every peer's password by peer address, read now."""
-    return {
-        str(peer.address): read_password(peer.password, environ)
-        for peer in config.bgp.peers
-        if peer.password is not None
-    }
+    """Every peer's password by peer address, read now; a problem names the peer ('bgp.peers[ADDRESS]...')."""
+    passwords = {}
+    for peer in config.bgp.peers:
+        if peer.password is None:
+            continue
+        try:
+            passwords[str(peer.address)] = read_password(peer.password, environ)
+        except ConfigError as error:
+            raise ConfigError(str(error).replace("bgp.peers[]", f"bgp.peers[{peer.address}]", 1)) from None
+    return passwords

@@ -12,7 +12,7 @@ import yaml
 
 from announcer.config import ConfigError
 from announcer.config_doc import reference_table
-from announcer.config_load import load_config, parse_config, read_password
+from announcer.config_load import load_config, parse_config, read_password, read_passwords
 from announcer.exabgp_conf import render_exabgp_conf
 from tests.conftest import BASE_CONFIG, make_config
 
@@ -418,3 +418,12 @@ def test_check_config_prints_each_warning_naming_the_file_and_the_key_and_still_
         assert f"announcer: warning: {path}: announce.external_ips.allowlist: empty while enabled is true" in (
             result.stderr
         )
+
+
+def test_a_password_problem_names_the_peer_it_belongs_to() -> None:
+    config = make_config(bgp={"peers": [
+        {"address": "192.0.2.1", "peer_as": 1, "password": {"env": "FIRST"}},
+        {"address": "192.0.2.5", "peer_as": 1, "password": {"env": "SECOND"}}]})  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        read_passwords(config, {"FIRST": "fine"})
+    assert str(caught.value) == "bgp.peers[192.0.2.5].password.env: environment variable SECOND is not set"
