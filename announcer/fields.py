@@ -226,11 +226,8 @@ def _requirement(tokens: _Tokens) -> None:
     operator = tokens.peek()
     if operator in _OPERATORS:
         tokens.take()
-        if tokens.peek() not in ("", ","):
-            value = _word(tokens.take(), "a label value")
-            if value in _SET_OPERATORS:
-                raise ValueError(f"found {value!r} where a label value was expected")
-            _value(value)
+        if tokens.peek() not in ("", ","):  # an empty value is one; 'in' and 'notin' are values here
+            _value(_word(tokens.take(), "a label value"))
     elif operator in _SET_OPERATORS:
         tokens.take()
         _value_set(tokens)
