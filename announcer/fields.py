@@ -154,6 +154,7 @@ def is_label_value(value: str) -> bool:
 
 _SELECTOR_TOKEN = re.compile(r"\s*(==|!=|[=!(),<>]|[^\s=!(),<>]+)")
 _OPERATORS = ("=", "==", "!=")
+INT64_MAX = 2**63 - 1
 _SYMBOLS = frozenset({*_OPERATORS, "!", "(", ")", ",", "<", ">"})
 _SET_OPERATORS = ("in", "notin")
 
@@ -190,10 +191,7 @@ def _word(part: str, what: str) -> str:
 
 
 def _key(tokens: _Tokens) -> None:
-    key = _word(tokens.take(), "a label key")
-    if key in _SET_OPERATORS:
-        raise ValueError(f"found {key!r} where a label key was expected")
-    check_label_key(key)
+    check_label_key(_word(tokens.take(), "a label key"))  # 'in' and 'notin' too: apimachinery reads them as keys
 
 
 def _value(token: str) -> None:
@@ -217,7 +215,7 @@ def _value_set(tokens: _Tokens) -> None:
 
 
 def _requirement(tokens: _Tokens) -> None:
-    """[!]KEY, KEY (=|==|!=) [VALUE], or KEY (in|notin) (VALUES)."""
+    """[!]KEY, KEY (=|==|!=) [VALUE], KEY (in|notin) (VALUES), or KEY (<|>) NUMBER."""
     if tokens.peek() == "!":
         tokens.take()
         _key(tokens)
@@ -232,12 +230,16 @@ def _requirement(tokens: _Tokens) -> None:
         tokens.take()
         _value_set(tokens)
     elif operator in ("<", ">"):
-        raise ValueError(f"the operator {operator!r} is not supported here (use =, ==, !=, in, notin, exists, !key)")
+        tokens.take()
+        number = tokens.take()
+        if not (number.isascii() and number.isdigit() and int(number) <= INT64_MAX):
+            raise ValueError(f"{operator!r} takes a whole number (at most {INT64_MAX}), not {number or 'nothing'!r}")
 
 
 def check_label_selector(text: str) -> str:
     """A label selector the API server accepts (apimachinery's labels.Parse grammar: requirements separated by
-    ',', each [!]KEY, KEY =|==|!= VALUE, or KEY in|notin (VALUES)), or ValueError naming it and why not."""
+    ',', each [!]KEY, KEY =|==|!= VALUE, KEY in|notin (VALUES) or KEY <|> NUMBER), or ValueError naming it and why
+    not."""
     tokens = _Tokens(text)
     try:
         while tokens.peek():
