@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import shlex
 import string
 import struct
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from announcer.config_bgp import PasswordSource
 from announcer.config_load import read_password
 from announcer.exabgp_conf import render_exabgp_conf, render_exabgp_env
 from announcer.exabgp_settings import EXABGP_SETTINGS
+from lab.lab import project_tool
 from tests.conftest import make_config
 
 PRINTABLE_ASCII = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
@@ -221,3 +226,33 @@ def test_the_configured_interface_is_the_one_exabgp_binds_to(
     text = render_exabgp_conf(config, "/x.yaml")
     neighbour = exabgp_neighbours(tmp_path_factory.mktemp("conf"), text)["fe80::1"]
     assert neighbour["source-interface"] == interface
+
+
+@pytest.mark.parametrize(
+    "key", ["ab\\cd", "it's", "x'';hold-time 3;peer-as 65099;#", "x\\u0022;hold-time 3;#"],
+    ids=["a backslash", "a quote", "an injection", "a \\u escape"],
+)  # fmt: skip
+def test_exabgp_validate_takes_the_issues_passwords_with_the_neighbour_unchanged(tmp_path: Path, key: str) -> None:
+    """Issue 18's own reproduction, through the CLI: `announcer exabgp-conf` then `exabgp validate -n -v` (the
+    project environment's ExaBGP) loads the file and shows the configured hold time and peer AS, and the password
+    as its base64."""
+    config = {"node_name": "node-a", "bgp": {"local_as": 64513, "router_id": "192.0.2.11", "hold_time": 90, "peers": [
+        {"address": "192.0.2.1", "peer_as": 64512, "local_address": "192.0.2.11", "password": {"env": "PW"}}]}}  # fmt: skip
+    (tmp_path / "announcer.yaml").write_text(json.dumps(config))
+    environment = {**os.environ, "PW": key}
+    conf = subprocess.run(
+        [sys.executable, "-m", "announcer", "exabgp-conf", "--config", str(tmp_path / "announcer.yaml")],
+        capture_output=True, text=True, check=True, env=environment, timeout=60,
+    ).stdout  # fmt: skip
+    (tmp_path / "exabgp.conf").write_text(conf)
+    validated = subprocess.run(
+        [str(project_tool("exabgp")), "validate", "-n", "-v", str(tmp_path / "exabgp.conf")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    output = validated.stdout + validated.stderr
+    assert validated.returncode == 0, output
+    shown = {line.split("|")[0].split(".")[-1].strip(): line.split("|")[1].strip() for line in output.splitlines()
+             if line.startswith("configuration") and "|" in line}  # fmt: skip
+    assert shown["hold-time"] == "'90'"
+    assert shown["peer-as"] == "'64512'"
+    assert shown["md5-password"] == repr(base64.b64encode(key.encode()).decode())
