@@ -252,8 +252,8 @@ class Speaker(StrictModel):
     environment: dict[str, str] = Field(
         default_factory=dict,
         description="ExaBGP environment settings to render (exabgp.SECTION.KEY: value), over the announcer's; only "
-        "ExaBGP's own settings, with values its reader takes as written; not exabgp.api.ack, exabgp.api.encoder "
-        "nor exabgp.api.respawn, which the announcer relies on.",
+        "ExaBGP's own settings, with values its reader takes as written; not exabgp.api.ack, exabgp.api.encoder, "
+        "exabgp.api.respawn nor exabgp.daemon.daemonize, which the announcer relies on.",
     )
 
     @field_validator("environment")

@@ -38,7 +38,7 @@ _SETTING_VALUES = {
     "text": (r"([!#-&(-~]([ -~]*[!#-&(-~])?)?", "printable ASCII not beginning or ending with a space or a quote"),
     "encoder": (r"text|json", "text or json"),
 }
-# The settings the pipe (exabgp.py) and the state machine rely on, with the value they need.
+# The settings the pipe (exabgp.py), the state machine and the entrypoint rely on, with the value they need.
 PIPE_SETTINGS = {
     "exabgp.api.ack": ("true", "every command waits for ExaBGP's done or error"),
     "exabgp.api.encoder": ("text", "the pipe reads ExaBGP's text answers: show adj-rib out, version, neighbour events"),
@@ -46,6 +46,11 @@ PIPE_SETTINGS = {
         "true",
         "ExaBGP restarts a dead announcer, which then resynchronises; without it the routes stay announced and "
         "nothing updates them",
+    ),
+    "exabgp.daemon.daemonize": (
+        "false",
+        "the entrypoint runs ExaBGP in the foreground and waits for it: a daemonized ExaBGP's parent exits at once, "
+        "and the node with it",
     ),
 }
 

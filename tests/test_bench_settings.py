@@ -6,6 +6,7 @@ import pytest
 
 from announcer.config_load import parse_config
 from announcer.exabgp_conf import exabgp_environment
+from announcer.exabgp_settings import PIPE_SETTINGS
 from bench.lab_env import announcer_config, split_environment
 from bench.scenarios import Settings
 from bench.settings import ANNOUNCER_BEST, ANNOUNCER_SHIPPED, FLOOR_BEST, FLOOR_DEFAULT, tune_candidates
@@ -22,4 +23,4 @@ def test_each_benchmark_setting_reaches_exabgp_through_a_configuration_check_con
     through_config, direct = split_environment(settings.environment)
     config = parse_config(announcer_config(settings.speaker, through_config), "bench", environ={})
     assert {**exabgp_environment(config), **direct} == {**exabgp_environment(config), **settings.environment}
-    assert set(direct) <= {"exabgp.api.ack", "exabgp.api.encoder", "exabgp.api.respawn"}
+    assert set(direct) <= set(PIPE_SETTINGS)

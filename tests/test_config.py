@@ -255,8 +255,13 @@ def test_exabgp_conf_refuses_a_config_path_that_would_end_the_run_line(tmp_path:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("exabgp.api.ack", "false"), ("exabgp.api.encoder", "json"), ("exabgp.api.respawn", "false")],
-    ids=["acks off", "the JSON encoder", "no respawn"],
+    [
+        ("exabgp.api.ack", "false"),
+        ("exabgp.api.encoder", "json"),
+        ("exabgp.api.respawn", "false"),
+        ("exabgp.daemon.daemonize", "true"),
+    ],
+    ids=["acks off", "the JSON encoder", "no respawn", "daemonized"],
 )
 def test_an_override_of_a_setting_the_pipe_relies_on_is_refused_naming_it(key: str, value: str) -> None:
     """`exabgp.api.ack: false` passed check-config and left the node announcing nothing, restarting every 60 s."""
