@@ -256,3 +256,23 @@ def test_exabgp_validate_takes_the_issues_passwords_with_the_neighbour_unchanged
     assert shown["hold-time"] == "'90'"
     assert shown["peer-as"] == "'64512'"
     assert shown["md5-password"] == repr(base64.b64encode(key.encode()).decode())
+
+
+def test_the_entrypoints_shell_reads_every_rendered_setting_back_as_configured(tmp_path: Path) -> None:
+    """deploy/entrypoint.sh sources `exabgp-env`'s output with `set -a`: the shell's values are the configured ones,
+    for texts holding what a shell would otherwise expand or split."""
+    environment = {
+        "exabgp.log.destination": '/var/log/it\'s $HOME `id` "x" a  b;c',
+        "exabgp.api.pipename": "p$(id)",
+        "exabgp.tcp.bind": "192.0.2.1 2001:db8::1",
+        "exabgp.log.level": "WARNING",
+    }
+    config = make_config(speaker={"environment": environment})
+    (tmp_path / "exabgp-env.sh").write_text(render_exabgp_env(config))
+    dumped = subprocess.run(
+        ["/bin/sh", "-c", f'set -a; . "{tmp_path}/exabgp-env.sh"; exec env -0'],
+        capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"}, timeout=30,
+    ).stdout.decode()  # fmt: skip
+    exported = dict(entry.partition("=")[::2] for entry in dumped.split("\0") if entry)
+    for key, value in environment.items():
+        assert exported[key.replace(".", "_")] == value
