@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
     try:
         config = load_config(arguments.config)
         logging.getLogger().setLevel(config.log_level.upper())
+        if arguments.command in ("check-config", "exabgp-conf"):  # before the node is started: the operator sees them
+            for warning in config.warnings():
+                print(f"announcer: warning: {arguments.config}: {warning}", file=sys.stderr)
         if arguments.command == "exabgp-conf":
             from announcer.exabgp_conf import for_node, render_exabgp_conf
 

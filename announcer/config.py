@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
+    AfterValidator,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -18,206 +17,38 @@ from pydantic import (
     model_validator,
 )
 
-from announcer.fields import is_dns_subdomain
+from announcer.config_bgp import Bgp, StrictModel
+from announcer.exabgp_settings import exabgp_setting_problem
+from announcer.fields import check_label_key, check_label_selector, is_dns_subdomain
 from announcer.model import Attributes, Family, Kind, family_of, parse_community, parse_large_community
 from announcer.policy import AddressRule, NodeRule, Policy
 
 ENV_NODE_NAME = "NODE_NAME"
 ENV_ROUTER_ID = "ROUTER_ID"
-
-Asn = Annotated[int, Field(ge=1, le=4_294_967_295)]
+PRIVILEGED_PORTS = 1024  # binding a port below this needs root or CAP_NET_BIND_SERVICE (Linux default)
 
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PasswordSource(_Strict):
-    """Where a peer's TCP MD5 password comes from; never the password itself in the file."""
-
-    env: str | None = Field(default=None, description="Name of an environment variable holding it.")
-    file: Path | None = Field(default=None, description="Path of a file holding it (trailing newline ignored).")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PasswordSource:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("give exactly one of 'env' or 'file'")
-        return self
-
-
-def _no_zone_index(value: Any) -> Any:
-    """Refuse an IPv6 address with a zone index ('fe80::1%eth0'): ExaBGP parses addresses with inet_pton, which
-    has no zone; a link-local peer is written as the address plus the peer's 'interface' key instead."""
-    if isinstance(value, str) and "%" in value:
-        address, _, zone = value.partition("%")
-        raise ValueError(
-            f"{value!r} has a zone index ('%...'), which ExaBGP does not accept (it reads addresses with "
-            f"inet_pton); write the address without it and name the link with the peer's interface key "
-            f"(address: {address}, interface: {zone})"
-        )
-    return value
-
-
-def _is_link_local(address: object) -> bool:
-    return isinstance(address, ipaddress.IPv6Address) and address.is_link_local
-
-
-PeerAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_no_zone_index)]
-LocalAddress = Annotated[
-    ipaddress.IPv4Address | ipaddress.IPv6Address | Literal["auto"], BeforeValidator(_no_zone_index)
-]
-
-
-class Peer(_Strict):
-    """One BGP peer. Its address decides its family: IPv4 peers get only /32s, IPv6 peers only /128s."""
-
-    address: PeerAddress = Field(description="The peer's address (no zone index; a link-local one needs 'interface').")
-    peer_as: Asn = Field(description="The peer's AS number.")
-    local_address: LocalAddress = Field(
-        default="auto",
-        description="Our source address towards the peer; 'auto' lets the kernel choose (not with passive).",
-    )
-    port: int = Field(default=179, ge=1, le=65535, description="The peer's TCP port.")
-    passive: bool = Field(
-        default=False, description="Wait for the peer to connect instead of connecting; needs local_address."
-    )
-    password: PasswordSource | None = Field(default=None, description="TCP MD5 password source.")
-    node_selector: dict[str, str] = Field(
-        default_factory=dict,
-        description="Node labels (matchLabels: every pair must match) selecting the nodes that peer with it; "
-        "empty: every node.",
-    )
-
-    @field_validator("node_selector")
-    @classmethod
-    def _node_selector(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, label in value.items():
-            check_label_key(key)
-            if not _LABEL_VALUE.fullmatch(label):
-                raise ValueError(f"{label!r} (of {key!r}) is not a label value")
+def _parse_cidr(value: Any) -> Any:
+    """A CIDR string as a network, host bits refused; one sentence naming the value otherwise."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
         return value
-
-    # --- IPv6 link-local peers (issue #11 item 5) ---
-    interface: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z0-9_.-]{1,15}$",
-        description="The link to the peer (ExaBGP's source-interface, SO_BINDTODEVICE); required for an IPv6 "
-        "link-local address (fe80::/10), which is written without '%zone'.",
-    )
-
-    @property
-    def family(self) -> Family:
-        return family_of(self.address)
-
-    @model_validator(mode="after")
-    def _link_local(self) -> Peer:
-        """A link-local peer needs its interface, and is only connected to (ExaBGP cannot listen on one)."""
-        if _is_link_local(self.address) and self.interface is None:
-            raise ValueError(
-                f"interface: required for the link-local address {self.address} (the kernel needs the link; "
-                "ExaBGP binds the socket to it with source-interface)"
-            )
-        if _is_link_local(self.local_address) and not _is_link_local(self.address):
-            raise ValueError("local_address: a link-local local_address needs a link-local peer address")
-        if _is_link_local(self.address) and self.passive:
-            raise ValueError(
-                "passive: ExaBGP 5.0 cannot listen for a link-local peer: its listener binds (local_address, port) "
-                "with no scope id and no device (reactor/listener.py, Listener._listen), which the kernel refuses "
-                "for a link-local address (EINVAL); leave passive false, ExaBGP connects out"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _same_family(self) -> Peer:
-        if self.local_address != "auto" and family_of(self.local_address) is not self.family:
-            raise ValueError("local_address and address must be of the same family")
-        if self.passive and self.local_address == "auto":
-            raise ValueError(
-                "local_address: required when passive is true (ExaBGP refuses to listen with 'local-address auto')"
-            )
-        return self
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a CIDR")
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a CIDR ({error})") from None
 
 
-class Bgp(_Strict):
-    """The BGP speaker's own identity and its peers."""
-
-    local_as: Asn = Field(description="Our AS number.")
-    router_id: ipaddress.IPv4Address | None = Field(
-        default=None, description="BGP identifier; the ROUTER_ID environment variable overrides it."
-    )
-    hold_time: int = Field(default=90, description="Hold time in seconds (0, or 3 and more).")
-    graceful_restart: int | None = Field(
-        default=None,
-        ge=1,
-        le=4095,
-        description="Restart time in seconds; enables graceful restart with End-of-RIB sent by the announcer "
-        "after its first full sync.",
-    )
-    peers: list[Peer] = Field(min_length=1, description="Every BGP peer, each declared once.")
-    local_as_node_key: str | None = Field(
-        default=None,
-        description="A Node label (else annotation) key whose value, when set, is this node's AS instead of "
-        "local_as (per-rack AS numbers).",
-    )
-
-    @field_validator("local_as_node_key")
-    @classmethod
-    def _local_as_key(cls, value: str | None) -> str | None:
-        return None if value is None else check_label_key(value)
-
-    @field_validator("hold_time")
-    @classmethod
-    def _hold_time(cls, value: int) -> int:
-        if value != 0 and not 3 <= value <= 65535:
-            raise ValueError("must be 0 or between 3 and 65535")
-        return value
-
-    @model_validator(mode="after")
-    def _unique_peers(self) -> Bgp:
-        seen: set[str] = set()
-        for peer in self.peers:
-            if str(peer.address) in seen:
-                raise ValueError(f"peer {peer.address} is declared twice")
-            seen.add(str(peer.address))
-        return self
-
-    @model_validator(mode="after")
-    def _router_id(self) -> Bgp:
-        """ExaBGP derives no router-id from 'local-address auto' nor from an IPv6 local address."""
-        if self.router_id is None and any(
-            peer.local_address == "auto" or peer.family is Family.IPV6 for peer in self.peers
-        ):
-            raise ValueError(
-                "router_id: required by ExaBGP with an IPv6 peer or local_address 'auto' "
-                "(set it or the ROUTER_ID environment variable)"
-            )
-        return self
-
-    def peers_of(self, family: Family) -> list[Peer]:
-        return [peer for peer in self.peers if peer.family == family]
+# Each item checked on its own, so that every bad one is reported (under its index), not only the first.
+Cidrs = list[Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_parse_cidr)]]
 
 
-def _parse_cidrs(values: Any) -> Any:
-    """A list of CIDR strings as networks, host bits refused; anything else is left to pydantic."""
-    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
-        return values
-    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value, strict=True))
-        except ValueError as error:
-            raise ValueError(f"{value!r} is not a CIDR ({error})") from error
-    return networks
-
-
-Cidrs = Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], BeforeValidator(_parse_cidrs)]
-
-
-class AddressSource(_Strict):
+class AddressSource(StrictModel):
     """An address kind taken from user-set fields; announced only inside the allowlist (CVE-2020-8554)."""
 
     enabled: bool = Field(default=False, description="Announce this kind at all.")
@@ -227,7 +58,7 @@ class AddressSource(_Strict):
         return AddressRule(self.enabled, tuple(self.allowlist))
 
 
-class AggregationLengths(_Strict):
+class AggregationLengths(StrictModel):
     """The prefix length one address kind's Cluster-policy addresses are announced at, per family."""
 
     aggregation_length_ipv4: int | None = Field(
@@ -242,7 +73,7 @@ class AggregationLengths(_Strict):
         return {family: length for family, length in chosen.items() if length is not None}
 
 
-class Aggregation(_Strict):
+class Aggregation(StrictModel):
     """Aggregation by prefix length (MetalLB's and Cilium's semantics), per address kind and family.
 
     A Cluster-policy address is announced as its covering prefix, held while any Service needs it; a Local-policy
@@ -263,7 +94,7 @@ class Aggregation(_Strict):
         }
 
 
-class Announce(_Strict):
+class Announce(StrictModel):
     """Which addresses are announced."""
 
     cluster_ips: bool = Field(default=True, description="Announce every address of spec.clusterIPs.")
@@ -318,36 +149,33 @@ class Announce(_Strict):
     @field_validator("service_label_selector")
     @classmethod
     def _selector(cls, value: str) -> str:
-        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=!,() ")
-        if not set(value) <= allowed:
-            raise ValueError("only label-selector characters are allowed")
-        return value
+        return check_label_selector(value)
 
 
-class AttributeSettings(_Strict):
+def _community(text: str) -> str:
+    parse_community(text)
+    return text
+
+
+def _large_community(text: str) -> str:
+    parse_large_community(text)
+    return text
+
+
+Community = Annotated[str, AfterValidator(_community)]
+LargeCommunity = Annotated[str, AfterValidator(_large_community)]
+
+
+class AttributeSettings(StrictModel):
     """BGP path attributes for one address kind; unset fields fall back to 'default'."""
 
-    communities: list[str] | None = Field(default=None, description="Standard communities, 'ASN:VALUE'.")
-    large_communities: list[str] | None = Field(default=None, description="Large communities, 'A:B:C'.")
+    communities: list[Community] | None = Field(default=None, description="Standard communities, 'ASN:VALUE'.")
+    large_communities: list[LargeCommunity] | None = Field(default=None, description="Large communities, 'A:B:C'.")
     local_preference: int | None = Field(default=None, ge=0, le=4_294_967_295, description="LOCAL_PREF.")
     med: int | None = Field(default=None, ge=0, le=4_294_967_295, description="MULTI_EXIT_DISC.")
 
-    @field_validator("communities")
-    @classmethod
-    def _communities(cls, values: list[str] | None) -> list[str] | None:
-        for value in values or []:
-            parse_community(value)
-        return values
 
-    @field_validator("large_communities")
-    @classmethod
-    def _large(cls, values: list[str] | None) -> list[str] | None:
-        for value in values or []:
-            parse_large_community(value)
-        return values
-
-
-class AttributesByKind(_Strict):
+class AttributesByKind(StrictModel):
     """Attributes per address kind, each overridable per Service by annotations."""
 
     default: AttributeSettings = Field(default_factory=AttributeSettings)
@@ -378,7 +206,7 @@ class AttributesByKind(_Strict):
         )
 
 
-class Watch(_Strict):
+class Watch(StrictModel):
     """How the Kubernetes API is watched."""
 
     kubeconfig: Path | None = Field(
@@ -399,7 +227,7 @@ class Watch(_Strict):
 COMMAND_LINE_PATTERN = r"^[A-Za-z0-9_./=:+@% -]*$"
 
 
-class Speaker(_Strict):
+class Speaker(StrictModel):
     """How commands are streamed to ExaBGP."""
 
     prefixes_per_line: int = Field(
@@ -423,17 +251,17 @@ class Speaker(_Strict):
     )
     environment: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra ExaBGP environment settings (exabgp.SECTION.KEY: value, one printable line) to render.",
+        description="ExaBGP environment settings to render (exabgp.SECTION.KEY: value), over the announcer's; only "
+        "ExaBGP's own settings, with values its reader takes as written; not exabgp.api.ack, exabgp.api.encoder, "
+        "exabgp.api.respawn nor exabgp.daemon.daemonize, which the announcer relies on.",
     )
 
     @field_validator("environment")
     @classmethod
     def _environment(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, setting in value.items():
-            if not re.fullmatch(r"exabgp\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*", key):
-                raise ValueError(f"{key!r} is not an ExaBGP setting (exabgp.SECTION.KEY in lower case)")
-            if not (setting.isascii() and setting.isprintable()):
-                raise ValueError(f"{key!r}: the value must be printable ASCII on one line")
+        problems = [problem for key, setting in value.items() if (problem := exabgp_setting_problem(key, setting))]
+        if problems:
+            raise ValueError("\n".join(problems))
         return value
 
 
@@ -458,7 +286,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class Metrics(_Strict):
+class Metrics(StrictModel):
     """The Prometheus and health endpoint."""
 
     listen: str | None = Field(default=None, description="'HOST:PORT' for /metrics, /healthz, /readyz; unset: off.")
@@ -479,20 +307,10 @@ class Metrics(_Strict):
 
 
 # --- node state (issue #11, item 1) ------------------------------------------------------------------------------
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 DEFAULT_WITHDRAW_LABEL = "bgp.announcer.io/withdraw"
 
 
-def check_label_key(key: str) -> str:
-    """A Kubernetes label key ('[prefix/]name'), or ValueError saying why not."""
-    prefix, _, name = key.rpartition("/")
-    if not _LABEL_NAME.fullmatch(name) or (prefix and not is_dns_subdomain(prefix)):
-        raise ValueError(f"{key!r} is not a label key ([DNS-subdomain/]name, name up to 63 characters)")
-    return key
-
-
-class NodeState(_Strict):
+class NodeState(StrictModel):
     """Withdrawing everything this node announces from its own Node object (each rule opt-in; needs get, list and
     watch on nodes)."""
 
@@ -525,7 +343,7 @@ class NodeState(_Strict):
         )
 
 
-class Config(_Strict):
+class Config(StrictModel):
     """The whole announcer configuration."""
 
     node_name: str | None = Field(
@@ -548,6 +366,28 @@ class Config(_Strict):
         if value is not None and not is_dns_subdomain(value):
             raise ValueError("must be a DNS subdomain name (lower-case letters, digits, '-', '.')")
         return value
+
+    def warnings(self) -> list[str]:
+        """'KEY: why' for settings that are valid but do nothing, or fail where the configuration cannot see it;
+        check-config and exabgp-conf print them (the configuration stays usable: root or a capability makes a low
+        port work)."""
+        found = []
+        for index, peer in enumerate(self.bgp.peers):
+            if peer.passive and peer.port < PRIVILEGED_PORTS:
+                found.append(
+                    f"bgp.peers.{index}.port: {peer.port} with passive true: ExaBGP listens on this port, and below "
+                    f"{PRIVILEGED_PORTS} that needs root or NET_BIND_SERVICE, which the shipped image (uid 10001) does "
+                    "not have, so ExaBGP would exit at start; use a port of 1024 or more on both sides (as the Calico "
+                    "setup's 1790), or grant the capability"
+                )
+        for name in ("external_ips", "load_balancer_ips"):
+            source: AddressSource = getattr(self.announce, name)
+            if source.enabled and not source.allowlist:
+                found.append(
+                    f"announce.{name}.allowlist: empty while enabled is true, so no address of this kind is announced "
+                    "(only addresses inside the allowlist are); add the CIDRs to announce, or set enabled false"
+                )
+        return found
 
     def families(self) -> set[Family]:
         """The families that have at least one peer."""
@@ -576,23 +416,28 @@ class Config(_Strict):
         return self.node_name
 
 
-_KEYED_MESSAGE = re.compile(r"^Value error, (?P<key>[a-z_][a-z0-9_.]*): (?P<message>.*)$", re.DOTALL)
+_KEYED_MESSAGE = re.compile(r"^(?P<key>[a-z_][a-z0-9_.]*): (?P<message>.*)$", re.DOTALL)
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem, 'SOURCE: KEY: MESSAGE'; a cross-field rule names its key first in its message."""
+    """One line per problem, 'SOURCE: KEY: MESSAGE'. A rule's message (pydantic's 'Value error, ' taken off) may
+    hold several problems, one a line; a line may name its key below the field's, or a cross-field rule's, first."""
     lines = []
     for problem in error.errors():
         parts = [str(part) for part in problem["loc"]]
-        message = problem["msg"]
         if problem["type"] == "extra_forbidden":
-            message = "unknown key"
-        keyed = _KEYED_MESSAGE.match(message)
-        if keyed is not None:
-            parts.append(keyed["key"])
-            message = keyed["message"]
-        key = ".".join(parts) or "(top level)"
-        lines.append(f"{source}: {key}: {message}")
+            lines.append(f"{source}: {'.'.join(parts)}: unknown key")
+            continue
+        if problem["type"] != "value_error":
+            shown = "" if problem["type"] == "missing" else f" (got {repr(problem['input'])[:80]})"
+            lines.append(f"{source}: {'.'.join(parts) or '(top level)'}: {problem['msg']}{shown}")
+            continue
+        for text in problem["msg"].removeprefix("Value error, ").splitlines():
+            keyed = _KEYED_MESSAGE.match(text)
+            if keyed is not None:
+                lines.append(f"{source}: {'.'.join([*parts, keyed['key']])}: {keyed['message']}")
+            else:
+                lines.append(f"{source}: {'.'.join(parts) or '(top level)'}: {text}")
     return "\n".join(lines)
 
 

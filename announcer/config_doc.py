@@ -13,10 +13,11 @@ from announcer.config import Config
 def _type_text(annotation: Any) -> str:
     """A short, Markdown-safe name of a field's type."""
     text = str(annotation)
-    for noise in ("typing.", "ipaddress.", "pathlib.", "announcer.config.", "<class '", "'>"):
+    for noise in ("typing.", "ipaddress.", "pathlib.", "announcer.config.", "announcer.config_bgp.", "<class '", "'>"):
         text = text.replace(noise, "")
     text = re.sub(r"Annotated\[int, FieldInfo\(.*?\)\]", "int", text)
-    text = re.sub(r"Annotated\[(.*?), BeforeValidator\(.*?\)\]", r"\1", text)
+    text = re.sub(r"Annotated\[(.*?), (?:Before|After)Validator\(.*?\)\]", r"\1", text)
+    text = re.sub(r"^Optional\[(.*)\]$", r"\1 or None", text)
     text = re.sub(r"^Union\[(.*)\]$", lambda match: match[1].replace(", ", " or "), text)
     return text.replace(" | ", " or ").replace("|", " or ")
 

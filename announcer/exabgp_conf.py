@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 import sys
 
-from announcer.config import Config, ConfigError, Peer
+from announcer.config import Config, ConfigError
+from announcer.config_bgp import Peer
 from announcer.fields import parse_uint32
 from announcer.policy import NodeView, selector_matches
 
 PROCESS_NAME = "announcer"
 
-# ExaBGP settings the announcer needs (and the benchmark chose); config.speaker.environment overrides them.
+# ExaBGP settings the announcer needs (and the benchmark chose); config.speaker.environment overrides them, except
+# those the pipe relies on (exabgp_settings.PIPE_SETTINGS), which the schema refuses to change.
 DEFAULT_ENVIRONMENT: dict[str, str] = {
     "exabgp.api.ack": "true",
     "exabgp.api.cli": "false",
@@ -66,7 +69,11 @@ def _neighbour_block(config: Config, peer: Peer, password: str | None) -> list[s
         lines.append("    passive true;")
         lines.append(f"    listen {peer.port};")
     if password is not None:
-        lines.append(f'    md5-password "{password}";')
+        # Base64, which ExaBGP decodes into the key it gives the kernel: its parser un-escapes '\\' and '\\u....'
+        # before it splits a line, takes ' and " as quotes and ; # { } as the end of a statement, so a password
+        # written as text could lose characters or inject statements; base64's alphabet holds none of those.
+        encoded = base64.b64encode(password.encode("ascii")).decode("ascii")
+        lines += ["    md5-base64 true;", f"    md5-password {encoded};"]
     if config.bgp.graceful_restart is not None:
         lines.append("    manual-eor true;")
         lines += ["    capability {", f"        graceful-restart {config.bgp.graceful_restart};", "    }"]

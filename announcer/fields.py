@@ -1,4 +1,4 @@
-"""Checks of single field values of Kubernetes objects: names, service addresses, numbers, annotation text."""
+"""Checks of single values of Kubernetes objects: names, addresses, numbers, annotation text, label selectors."""
 
 from __future__ import annotations
 
@@ -132,3 +132,123 @@ def string_map(value: object, field: str, where: str, problems: list[Problem]) -
         else:
             problems.append(Problem(where, f"{field}[{shown(key)}]", f"{shown(item)} is not a string; ignored"))
     return kept
+
+
+# --- label keys, values and selectors (Kubernetes' apimachinery rules) ---------------------------------------------
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def check_label_key(key: str) -> str:
+    """A Kubernetes label key ('[prefix/]name'), or ValueError saying why not."""
+    prefix, _, name = key.rpartition("/")
+    if not _LABEL_NAME.fullmatch(name) or (prefix and not is_dns_subdomain(prefix)):
+        raise ValueError(f"{key!r} is not a label key ([DNS-subdomain/]name, name up to 63 characters)")
+    return key
+
+
+def is_label_value(value: str) -> bool:
+    """A Kubernetes label value: empty, or up to 63 letters, digits, '-', '_', '.' beginning and ending alphanumeric."""
+    return _LABEL_VALUE.fullmatch(value) is not None
+
+
+_SELECTOR_TOKEN = re.compile(r"\s*(==|!=|[=!(),<>]|[^\s=!(),<>]+)")
+_OPERATORS = ("=", "==", "!=")
+INT64_MAX = 2**63 - 1
+_SYMBOLS = frozenset({*_OPERATORS, "!", "(", ")", ",", "<", ">"})
+_SET_OPERATORS = ("in", "notin")
+
+
+class _Tokens:
+    """The tokens of a label selector, as apimachinery's lexer splits it (whitespace separates; = == != ! ( ) ,
+    < > are symbols; any other run of characters is one word)."""
+
+    def __init__(self, text: str) -> None:
+        self.items: list[str] = []
+        position = 0
+        while position < len(text):
+            found = _SELECTOR_TOKEN.match(text, position)
+            if found is None:  # only whitespace remains
+                break
+            self.items.append(found[1])
+            position = found.end()
+        self.index = 0
+
+    def peek(self) -> str:
+        """The next token, '' at the end."""
+        return self.items[self.index] if self.index < len(self.items) else ""
+
+    def take(self) -> str:
+        token = self.peek()
+        self.index += 1
+        return token
+
+
+def _word(part: str, what: str) -> str:
+    if not part or part in _SYMBOLS:
+        raise ValueError(f"found {part or 'the end'!r} where {what} was expected")
+    return part
+
+
+def _key(tokens: _Tokens) -> None:
+    check_label_key(_word(tokens.take(), "a label key"))  # 'in' and 'notin' too: apimachinery reads them as keys
+
+
+def _value(token: str) -> None:
+    if not is_label_value(token):
+        raise ValueError(f"{token!r} is not a label value (up to 63 letters, digits, '-', '_', '.')")
+
+
+def _value_set(tokens: _Tokens) -> None:
+    """'(' VALUE {',' VALUE} ')', where a value may be empty ('()', '(a,)'), as apimachinery reads it."""
+    if tokens.take() != "(":
+        raise ValueError("'in' and 'notin' take a parenthesised list of values")
+    expect_value = True
+    while (part := tokens.take()) != ")":
+        if part == ",":
+            expect_value = True
+        elif expect_value and part and part not in _SYMBOLS:
+            _value(part)
+            expect_value = False
+        else:
+            raise ValueError(f"found {part or 'the end'!r} in a list of values, where ',' or ')' was expected")
+
+
+def _requirement(tokens: _Tokens) -> None:
+    """[!]KEY, KEY (=|==|!=) [VALUE], KEY (in|notin) (VALUES), or KEY (<|>) NUMBER."""
+    if tokens.peek() == "!":
+        tokens.take()
+        _key(tokens)
+        return
+    _key(tokens)
+    operator = tokens.peek()
+    if operator in _OPERATORS:
+        tokens.take()
+        if tokens.peek() not in ("", ","):  # an empty value is one; 'in' and 'notin' are values here
+            _value(_word(tokens.take(), "a label value"))
+    elif operator in _SET_OPERATORS:
+        tokens.take()
+        _value_set(tokens)
+    elif operator in ("<", ">"):
+        tokens.take()
+        number = tokens.take()
+        if not (number.isascii() and number.isdigit() and int(number) <= INT64_MAX):
+            raise ValueError(f"{operator!r} takes a whole number (at most {INT64_MAX}), not {number or 'nothing'!r}")
+
+
+def check_label_selector(text: str) -> str:
+    """A label selector the API server accepts (apimachinery's labels.Parse grammar: requirements separated by
+    ',', each [!]KEY, KEY =|==|!= VALUE, KEY in|notin (VALUES) or KEY <|> NUMBER), or ValueError naming it and why
+    not."""
+    tokens = _Tokens(text)
+    try:
+        while tokens.peek():
+            _requirement(tokens)
+            separator = tokens.take()
+            if separator == "," and not tokens.peek():
+                raise ValueError("a ',' ends it: a requirement was expected after it")
+            if separator not in ("", ","):
+                raise ValueError(f"found {separator!r} where ',' or the end was expected")
+    except ValueError as error:
+        raise ValueError(f"{text[:200]!r} is not a label selector: {error}") from None
+    return text

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from announcer.exabgp_settings import PIPE_SETTINGS
 from bench.daemons import DaemonWatch, file_size
 from bench.frr import BgpdVty, VtyError
 from lab import netns
@@ -123,6 +124,15 @@ def service_object(
         },
         "status": {"loadBalancer": {}},
     }
+
+
+def split_environment(environment: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A row's ExaBGP settings as (those for speaker.environment, those set directly in the environment ExaBGP is
+    started with): the schema refuses overrides of the settings the announcer relies on (config.PIPE_SETTINGS),
+    which only the floor's rows change (a floor API process has no such needs)."""
+    through_config = {key: value for key, value in environment.items() if key not in PIPE_SETTINGS}
+    direct = {key: value for key, value in environment.items() if key in PIPE_SETTINGS}
+    return through_config, direct
 
 
 def announcer_config(speaker: Mapping[str, Any], environment: Mapping[str, str]) -> dict[str, Any]:
@@ -384,7 +394,9 @@ class BenchLab:
     ) -> SpeakerStart:
         """Start ExaBGP with the floor API process (floor_spec) or the announcer (announcer_command or the
         installed `announcer`)."""
-        self.write_config(speaker, environment)
+        through_config, direct = split_environment(environment)
+        self.write_config(speaker, through_config)
+        self.lab.exabgp_environment = direct  # over what `exabgp-env` renders, at start_exabgp
         if floor_spec is not None:
             self.lab.announcer_command = self.floor_command(floor_spec)
         else:

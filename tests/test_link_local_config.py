@@ -47,7 +47,7 @@ def test_a_global_peer_renders_no_source_interface_unless_given() -> None:
     ("peer", "message"),
     [
         ({"address": "fe80::1%eth0", "peer_as": 1},
-         "bgp.peers.0.address: Value error, 'fe80::1%eth0' has a zone index ('%...'), which ExaBGP does not accept "
+         "bgp.peers.0.address: 'fe80::1%eth0' has a zone index ('%...'), which ExaBGP does not accept "
          "(it reads addresses with inet_pton); write the address without it and name the link with the peer's "
          "interface key (address: fe80::1, interface: eth0)"),
         ({"address": "fe80::1", "peer_as": 1},
