@@ -149,18 +149,18 @@ class CalicoKeeper:
     def __init__(self, session_keeper: LabKeeper) -> None:
         self.session_keeper = session_keeper
         self.current: CalicoLab | None = None
-        self.kind: tuple[bool, bool] | None = None
+        self.kind: tuple[bool, bool, str] | None = None
         self.started: float = time.monotonic()
 
-    def get(self, *, add_path: bool, exclude_label: bool) -> CalicoLab:
+    def get(self, *, add_path: bool, exclude_label: bool, kube: str = "stand-in") -> CalicoLab:
         require_lab_prerequisites()
-        kind = (add_path, exclude_label)
+        kind = (add_path, exclude_label, kube)
         if self.current is not None and self.kind == kind:
             self.heal(self.current)
             return self.current
         self.close()
         self.session_keeper.close()  # the lab addresses (and the machine-wide lock) are one lab's at a time
-        lab = CalicoLab(TEST_PREFIX, seed_path=SAMPLES, add_path=add_path, exclude_label=exclude_label)
+        lab = CalicoLab(TEST_PREFIX, seed_path=SAMPLES, add_path=add_path, exclude_label=exclude_label, kube=kube)
         lab.up(timeout=SESSIONS)
         print(f"calico lab add_path={add_path} exclude_label={exclude_label}: up, {lab.run_dir}", file=sys.stderr)
         self.current, self.kind = lab, kind
@@ -471,3 +471,26 @@ def test_service_ranges_cover_the_sample_addresses() -> None:
         for address in addresses:
             host = ipaddress.ip_network(host_prefix(address))
             assert any(r.version == host.version and host.subnet_of(r) for r in SERVICE_RANGES), address  # type: ignore[arg-type]
+
+
+# --- the real API server -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.kube
+def test_with_the_real_api_server_every_sample_reaches_frr_through_bird_and_local_follows_its_endpoint(
+    calico: CalicoKeeper,
+) -> None:
+    """The Calico-mode lab on the real etcd and kube-apiserver, the announcers on deploy/base's ServiceAccount: every
+    sample address (and the `kubernetes` Service's 198.51.100.1) reaches FRR through BIRD/BIRD6 with the node as
+    next hop; moving web-local's IPv4 endpoint to node-b moves its IPv4 routes there."""
+    lab = calico.get(add_path=True, exclude_label=False, kube="real")
+    kubernetes_service = {"198.51.100.1": BOTH}
+    wait_for_samples(lab, {**sample_announcements(), **kubernetes_service})
+    slices = {obj["metadata"]["name"]: obj for obj in load_objects(SAMPLES) if obj["kind"] == "EndpointSlice"}
+    moved = copy.deepcopy(slices["web-local-ipv4"])
+    for item in moved["endpoints"]:
+        item["nodeName"] = NODE_B
+    lab.api.apply([moved])
+    ipv4_local = [address for address in LOCAL_ON_A if "." in address]
+    local_nodes = dict.fromkeys(ipv4_local, (NODE_B,))
+    wait_for_samples(lab, {**sample_announcements(local_nodes), **kubernetes_service})
