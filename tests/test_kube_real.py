@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from announcer.config import ConfigError
 from announcer.convert import Converted, ObjectKind, converter, shape_of
 from announcer.kube import Backoff, KubeApi, ListPage, Relisted, Resource, ResourceWatcher, WatchEvent, make_api_client
 from lab.controlplane import ANNOUNCER, NOBODY, ControlPlane, Identity, free_port
@@ -466,3 +468,32 @@ def _list_across_a_compaction(control_plane: ControlPlane, namespace: str, expir
     assert harness.announcer.synced
     assert [line for line in harness.speaker.lines if " withdraw " in line] == []
     assert len(harness.announcer.announced) == 24 + expired
+
+
+# --- the label selector check and the API server's own parser ------------------------------------------------------
+SELECTORS = [
+    # refused by check-config (tests/test_config.py)
+    "a in (b", "a in b", "a=b=c", "a b", "a,", ",a", "!a=b", "a in (b c)", "a notin", "app=web;x", "-app=web",
+    "a=" + "v" * 64, "bad_/key=1", "a=b)", "a in (b,(c))", "a>b", "!a>1", "a>-1",
+    # accepted
+    "app=web", "app==web,tier!=db", "env in (prod, staging),!canary", "a notin ()", "example.com/app", "a=",
+    " app = web ", "a in (b,)", "team", "!example.com/skip,x!=y", "a=in", "in=b", "a>1", "a< 01,b",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("selector", SELECTORS)
+def test_check_config_accepts_a_service_label_selector_exactly_when_the_api_server_does(
+    control_plane: ControlPlane, selector: str
+) -> None:
+    """announce.service_label_selector is checked up front by our own reading of the grammar: the real API server's
+    answer to a list with it (200 or 400) is the judge."""
+    try:
+        make_config(announce={"service_label_selector": selector})
+        ours = True
+    except ConfigError:
+        ours = False
+    status, answer = control_plane.request(
+        "GET", "/api/v1/services?limit=1&labelSelector=" + urllib.parse.quote(selector), identity=ANNOUNCER
+    )
+    assert status in (200, 400), answer
+    assert ours == (status == 200), f"check-config {'accepts' if ours else 'refuses'}, the API server: {answer}"
