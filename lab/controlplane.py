@@ -246,7 +246,9 @@ class ControlPlane:
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"lab={peer}",
             "--log-level", "warn", "--unsafe-no-fsync",
         ]  # fmt: skip
-        self.etcd = self._started(netns.start_process("etcd", argv, netns=None, log_path=self.directory / "etcd.log"))
+        self.etcd = self._started(
+            netns.start_process("etcd", argv, netns=None, log_path=self.directory / "etcd.log", die_with_parent=True)
+        )
         self._wait("etcd", self._etcd_healthy, self.etcd)
 
     def start_apiserver(self) -> None:
@@ -268,7 +270,9 @@ class ControlPlane:
         ]  # fmt: skip
         started = time.monotonic()
         self.apiserver = self._started(
-            netns.start_process("kube-apiserver", argv, netns=None, log_path=d / "kube-apiserver.log")
+            netns.start_process(
+                "kube-apiserver", argv, netns=None, log_path=d / "kube-apiserver.log", die_with_parent=True
+            )
         )
         self._wait("kube-apiserver", lambda: self.readyz() == 200, self.apiserver)
         self.ready_seconds = time.monotonic() - started

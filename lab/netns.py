@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import json
 import logging
@@ -298,6 +299,14 @@ def _signal(pid: int, signum: int) -> bool:
     return True
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _kill_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent thread dies (prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def start_process(
     name: str,
     argv: Sequence[str],
@@ -306,8 +315,10 @@ def start_process(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    die_with_parent: bool = False,
 ) -> ProcessRecord:
-    """Start a long-running process (inside netns) in its own session, output appended to log_path."""
+    """Start a long-running process (inside netns) in its own session, output appended to log_path; with
+    die_with_parent, the kernel kills it when the thread that started it dies (SIGKILLed test runs included)."""
     full_argv = netns_argv(netns, argv)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
@@ -319,6 +330,7 @@ def start_process(
             env=None if env is None else dict(env),
             cwd=cwd,
             start_new_session=True,  # its own process group: Ctrl-C on the terminal does not reach it
+            preexec_fn=_kill_with_parent if die_with_parent else None,  # noqa: PLW1509  (prctl only, no locks)
         )
     _children[child.pid] = child
     start_time = process_start_time(child.pid)
