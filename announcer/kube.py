@@ -26,7 +26,7 @@ HTTP_GONE = 410
 HTTP_NOT_FOUND = 404
 HTTP_REFUSED = (401, 403)  # Unauthorized, Forbidden: retried, but never a passing fault
 _FORBIDDEN_HINT = (
-    " (the announcer's account may not list and watch {resource}: see deploy/base/rbac.yaml; a restarting API server"
+    " (the announcer's account may not {verb} {resource}: see deploy/base/rbac.yaml; a restarting API server"
     " also answers 403 until its authorizer is ready)"
 )
 T = TypeVar("T")
@@ -488,10 +488,10 @@ class ResourceWatcher(threading.Thread, Generic[T]):
             self.resource_version = str(version)  # after the hand-on: a cut now resumes after this event
 
 
-def describe_failure(error: BaseException, resource: Resource) -> str:
-    """A failed list or watch in one sentence, with what to check when the API server refused it."""
+def describe_failure(error: BaseException, resource: Resource, verb: str = "list and watch") -> str:
+    """A failed request in one sentence, with what to check when the API server refused it."""
     status = error.status if isinstance(error, kubernetes.client.ApiException) else None
-    hint = _FORBIDDEN_HINT.format(resource=resource.value) if status == 403 else ""
+    hint = _FORBIDDEN_HINT.format(resource=resource.value, verb=verb) if status == 403 else ""
     hint = " (the kubeconfig's or the ServiceAccount's token is not accepted)" if status == 401 else hint
     return _brief(error) + hint
 

@@ -21,14 +21,13 @@ def _view(obj: object, source: str) -> NodeView:
 
 def node_from_api(config: Config, name: str) -> NodeView:
     """This node's Node, read once from the API server; ConfigError if there is none (peers cannot be chosen)."""
-    from announcer.kube import KubeApi, make_api_client
+    from announcer.kube import KubeApi, Resource, describe_failure, make_api_client
 
     try:
         obj = KubeApi(make_api_client(config.watch.kubeconfig)).read_node(name, config.watch.request_timeout)
     except Exception as error:  # unreachable, refused, 403: the start fails with the reason, not a traceback
-        raise ConfigError(
-            f"Node {name}: cannot be read from the API server ({type(error).__name__}: {error})"
-        ) from None
+        reason = describe_failure(error, Resource.NODES, verb="get")
+        raise ConfigError(f"Node {name}: cannot be read from the API server: {reason}") from None
     if obj is None:
         raise ConfigError(f"Node {name}: not found by the API server; its labels select the peers")
     return _view(obj, f"Node {name}")

@@ -27,6 +27,7 @@ from tests.conftest import make_config
 from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
 from tests.factories import endpoint, endpoint_slice, service
 from tests.kube_support import create, wait_until
+from tests.test_peers_per_node import RACKS
 from tests.test_state import Harness
 
 pytestmark = pytest.mark.kube
@@ -497,3 +498,38 @@ def test_check_config_accepts_a_service_label_selector_exactly_when_the_api_serv
     )
     assert status in (200, 400), answer
     assert ours == (status == 200), f"check-config {'accepts' if ours else 'refuses'}, the API server: {answer}"
+
+
+# --- per-node peers: the one GET of this node's Node -------------------------------------------------------------
+@pytest.mark.parametrize("allowed", [True, False], ids=["get nodes granted", "get nodes removed"])
+def test_per_node_peers_read_this_nodes_labels_and_without_get_nodes_the_start_fails_naming_it(
+    tmp_path: Path, control_plane: ControlPlane, namespace: str, allowed: bool
+) -> None:
+    """`announcer exabgp-conf` with peers chosen by node labels reads this node's Node with one GET: with deploy/base's
+    role it renders the rack's own peer only; with `get nodes` removed it exits 2 with one sentence naming the
+    Node, the 403 and the RBAC file."""
+    node = f"n-{namespace}"
+    make_node(control_plane, node, labels={"topology.kubernetes.io/zone": "rack2"})
+    identity = ANNOUNCER if allowed else account_without(control_plane, namespace, "nodes", "get")
+    (tmp_path / "kubeconfig").write_text(control_plane.kubeconfig_text(identity))
+    document = {
+        **copy.deepcopy(CONFIG),
+        "node_name": node,
+        "bgp": {**RACKS, "local_as_node_key": "bgp.announcer.io/local-as"},
+        "watch": {"kubeconfig": str(tmp_path / "kubeconfig")},
+    }
+    (tmp_path / "announcer.yaml").write_text(yaml.safe_dump(document))
+    done = subprocess.run(
+        [sys.executable, "-m", "announcer", "exabgp-conf", "--config", str(tmp_path / "announcer.yaml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if allowed:
+        assert done.returncode == 0, done.stderr
+        assert "neighbor 192.0.2.5 " in done.stdout and "neighbor 192.0.2.1 " not in done.stdout
+    else:
+        assert done.returncode == 2
+        assert done.stderr.strip() == (
+            f"announcer: configuration error: Node {node}: cannot be read from the API server: API server answered "
+            "403 Forbidden (the announcer's account may not get nodes: see deploy/base/rbac.yaml; a restarting API "
+            "server also answers 403 until its authorizer is ready)"
+        )
