@@ -165,6 +165,14 @@ class DaemonMetrics:
             ["action", "family"],
             registry=self.registry,
         )
+        self.node_withdrawing = prometheus_client.Gauge(
+            "announcer_node_state_withdrawing",
+            f"1 while node state withdraws everything this node announces, per reason ('{NODE_UNKNOWN_REASON}': a "
+            "rule is on and this node's Node is not known: not listed yet, missing, or forbidden).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._node_reasons_seen: set[str] = set()
         self.last_full_sync = prometheus_client.Gauge(
             "announcer_last_full_sync_timestamp_seconds",
             "Unix time of the last sync from complete lists: the first one, then each one after a re-list.",
@@ -182,6 +190,7 @@ class DaemonMetrics:
         self._route_labels_seen = {(family.value, kind.value) for family in Family for kind in Kind}
         self._reason_labels_seen: set[tuple[str, str]] = set()
         _set_counts(self.announced_routes, self._route_labels_seen, {})
+        self._show_node_state()
         self._command_counters = {
             (action, family): self.commands.labels(action.value, family.value) for action in Action for family in Family
         }
@@ -231,6 +240,7 @@ class DaemonMetrics:
         if batch:
             self._routes_dirty = True
             self._count_not_announced()
+            self._show_node_state()
         if self.state.synced and not self._seen_synced:
             self._seen_synced = True
             self._routes_dirty = True
@@ -249,6 +259,12 @@ class DaemonMetrics:
             wanted = best(prefix)
             counts[(family_of(prefix).value, STALE_KIND if wanted is None else wanted.kind.value)] += 1
         _set_counts(self.announced_routes, self._route_labels_seen, counts)
+
+    def _show_node_state(self) -> None:
+        reasons = set(self.state.table.node_reasons)
+        self._node_reasons_seen |= reasons
+        for reason in self._node_reasons_seen:
+            self.node_withdrawing.labels(reason).set(1 if reason in reasons else 0)
 
     def _count_not_announced(self) -> None:
         counts = {

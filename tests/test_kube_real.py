@@ -294,9 +294,12 @@ def test_node_state_follows_cordon_labels_and_the_ready_condition_of_a_real_node
     announcers.append(announcer)
     wait_until(lambda: "not known" in announcer.get("/readyz")[1], 20, "not ready while the Node is missing")
     assert announcer.v4() == set() and announcer.v6() == set(), "fail closed: the Node does not exist yet"
+    assert announcer.metric("announcer_node_state_withdrawing", reason="nodeUnknown") == 1
+    assert f"Node {node} is missing: node state announces nothing while it is" in announcer.exabgp.stderr()
     make_node(control_plane, node)
     announcer.wait_routes(v4, v6)
     wait_until(lambda: announcer.get("/readyz")[0] == 200, 10, "ready once the Node is known")
+    assert announcer.metric("announcer_node_state_withdrawing", reason="nodeUnknown") == 0
     steps: list[tuple[str, dict[str, Any] | str]] = [
         ("cordon", {"spec": {"unschedulable": True}}),
         ("uncordon", {"spec": {"unschedulable": None}}),
