@@ -239,13 +239,12 @@ class Announcer:
             self.in_flight[peer] -= 1
             if self.in_flight[peer] <= 0:
                 del self.in_flight[peer]
-        if accepted:
-            if len(command.peers) == 1:
-                peer = command.peers[0]
+        if accepted:  # every peer it names took it (ExaBGP stops a line at the first peer that fails)
+            for peer in command.peers:
                 self.backoff[peer].reset()
                 if peer in self.refusing:
                     self.refusing.discard(peer)
-                    if self.retry.get(peer):
+                    if self.retry.get(peer):  # held back while this line was in flight: its answer says when
                         self.retry_at[peer] = self.clock()
             return
         for prefix in command.prefixes:

@@ -75,8 +75,10 @@ class RecordingSpeaker:
 class Harness:
     """An Announcer on a recording speaker, a clock the test moves, and the loop's hand-back of events."""
 
-    def __init__(self, config: Config | None = None, held: list[str] | None = None) -> None:
-        self.speaker = RecordingSpeaker(held)
+    def __init__(
+        self, config: Config | None = None, held: list[str] | None = None, speaker: RecordingSpeaker | None = None
+    ) -> None:
+        self.speaker = speaker or RecordingSpeaker(held)
         self.posted: list[LoopEvent] = []
         self.now = 1000.0
         self.announcer = Announcer(config or make_config(), self.speaker, self.posted.append, clock=lambda: self.now)
@@ -456,3 +458,28 @@ def test_a_peer_that_keeps_refusing_holds_back_no_other_peer_s_end_of_rib() -> N
     harness.speaker.answer(True)
     harness.loop()
     assert harness.speaker.take() == ["neighbor 192.0.2.5 announce eor ipv4 unicast"]
+
+
+def test_a_change_held_back_while_a_later_line_is_in_flight_is_sent_once_that_line_is_accepted() -> None:
+    """Issue 18 item 3: L1 (both IPv4 peers) is refused while L2, a later line for the same prefix, is in flight;
+    a new Service is then held back for the refusing peers. L2 accepted, both peers took a line: the held-back
+    route goes out then, not only after an unrelated event."""
+    harness = Harness()
+    harness.list_everything(WEB)  # L1: WEB_V4
+    med = service("web", ["198.51.100.10", "2001:db8:96::a"], annotations={"bgp.announcer.io/med": "5"})
+    harness.feed(Changed(Resource.SERVICES, "MODIFIED", svc(med)))  # L2: the same prefix, MED 5
+    harness.speaker.take()
+    harness.speaker.answer(False, lambda line: line == WEB_V4)
+    harness.loop()
+    assert harness.speaker.take() == [], "L2 holds what L1 would have: nothing to resend"
+    harness.feed(Changed(Resource.SERVICES, "ADDED", svc(API)))
+    assert harness.speaker.take() == [], "held back for the refusing peers"
+    harness.speaker.answer(True)
+    harness.loop()
+    for _ in range(600):  # ten simulated minutes
+        harness.now += 1.0
+        harness.loop()
+    sent = harness.speaker.take()
+    for peer in ("192.0.2.1", "192.0.2.5"):
+        assert any(f"neighbor {peer}" in line and "198.51.100.11/32" in line for line in sent), (peer, sent)
+    assert harness.announcer.retry_at == {} and not any(harness.announcer.retry.values())
