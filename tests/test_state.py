@@ -55,7 +55,10 @@ class RecordingSpeaker:
         return "exabgp 5.0.15"
 
     def take_resync(self) -> bool:
+        """As the pipe: once after lost answers, every command still in flight reported refused first."""
         resync, self.resync = self.resync, False
+        if resync:
+            self.answer(False)
         return resync
 
     def answer(self, accepted: bool, where: Callable[[str], bool] = lambda line: True) -> int:
@@ -335,6 +338,30 @@ def test_after_lost_answers_the_announcer_rereads_what_exabgp_holds_and_sends_wh
     assert harness.speaker.take() == [QUERY, WEB_V6]
     harness.loop()
     assert harness.speaker.take() == [], "one re-read per resynchronisation"
+
+
+def test_after_an_ack_timeout_nothing_the_reread_shows_held_is_sent_again() -> None:
+    """Issue 18 item 6: the pipe gave up on a line in flight (its answer lost) and reported it refused; ExaBGP had
+    applied it. The re-read shows every route held as wanted: the late 'refused' of the given-up line must not
+    mark them unknown and send them again peer by peer."""
+    harness = Harness()
+    harness.list_everything(WEB)
+    harness.speaker.answer(True)
+    harness.feed(Changed(Resource.SERVICES, "ADDED", svc(API)))
+    assert harness.speaker.take()[-1] == f"{V4} announce route 198.51.100.11/32 next-hop self"
+    both = ("192.0.2.1", "192.0.2.5")
+    harness.speaker.held = [
+        *(held_line(peer, prefix) for peer in both for prefix in ("198.51.100.10/32", "198.51.100.11/32")),
+        held_line("2001:db8::1", "2001:db8:96::a/128"),
+    ]
+    harness.speaker.resync = True
+    harness.loop()
+    assert harness.speaker.take() == [QUERY]
+    assert [event.accepted for event in harness.posted if isinstance(event, Answered)] == [False]
+    harness.loop()
+    harness.now += 60.0
+    harness.loop()
+    assert harness.speaker.take() == [], "what the re-read shows held is not sent again"
 
 
 # --- ExaBGP refusing a line: what each peer holds, a peer that cannot take routes, End-of-RIB (issue #9) -----

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -37,6 +38,7 @@ class ModelExaBgp(RecordingSpeaker):
     def __init__(self) -> None:
         super().__init__()
         self.rib: dict[str, dict[str, str]] = {peer: {} for peer in PEERS}
+        self.lost: list[tuple[str, Callable[[bool], None] | None]] = []  # given up on: reported refused at the resync
 
     def query(self, line: str, timeout: float) -> list[str]:
         """ExaBGP answers it in order: after every line written before it (here all accepted)."""
@@ -44,6 +46,24 @@ class ModelExaBgp(RecordingSpeaker):
         while self.awaiting:
             self.answer_oldest(True, 0)
         return [held_line(peer, prefix, extra) for peer, table in self.rib.items() for prefix, extra in table.items()]
+
+    def lose_answers(self, applied: int) -> None:
+        """An ack timeout: ExaBGP applied the oldest `applied` lines in flight (their answers lost); the pipe's
+        'reset' dropped the rest. The next sync's take_resync reports them all refused, then re-reads."""
+        for line, _ in self.awaiting[:applied]:
+            self.apply(line, None)
+        self.lost += self.awaiting
+        self.awaiting = []
+        self.resync = True
+
+    def take_resync(self) -> bool:
+        if self.resync:
+            given_up, self.lost = self.lost, []
+            for _, ack in given_up:
+                if ack is not None:
+                    ack(False)
+        resync, self.resync = self.resync, False
+        return resync
 
     def answer_oldest(self, accepted: bool, stop: int) -> None:
         """Answer the oldest line awaiting one; refused, it stopped at its `stop`-th peer (of those it names)."""
@@ -96,6 +116,10 @@ class AnnouncerMachine(RuleBasedStateMachine):
         """ExaBGP answers the oldest `count` lines awaiting an answer (in command order, as it does route lines)."""
         for _ in range(count):
             self.exabgp.answer_oldest(accepted, stop)
+
+    @rule(applied=st.integers(0, 3))
+    def lose_answers(self, applied: int) -> None:
+        self.exabgp.lose_answers(applied)
 
     @rule(seconds=st.sampled_from([0.1, 1.0, 5.0, 31.0]))
     def tick(self, seconds: float) -> None:
