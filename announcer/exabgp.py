@@ -59,6 +59,7 @@ class _Pending:
     sent_at: float
     on_ack: Callable[[bool], None] | None
     answer: list[str] | None = None  # collects the lines of a 'show' command's answer
+    read_at: float = 0.0  # time.monotonic() of its answer's last line read (or of its writing)
     finished: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
     alone: bool = False  # its answer may overtake: nothing else is in flight with it
@@ -119,11 +120,18 @@ class ExaBgpPipe:
         self._write(_Pending(line, 0.0, on_ack, alone=not answered_in_order(line)))
 
     def query(self, line: str, timeout: float) -> list[str]:
-        """Send a 'show' command and return its answer lines (without the final 'done')."""
+        """Send a 'show' command and return its answer lines (without the final 'done'). `timeout` bounds the
+        silence, not the whole answer: ExaBGP may take as long as it keeps sending lines (an adj-rib-out of
+        400,000 routes takes about a minute), but not `timeout` s without one."""
         pending = _Pending(line, 0.0, None, answer=[], alone=not answered_in_order(line))
         self._write(pending)
-        if not pending.finished.wait(timeout):
-            raise PipeClosed(f"no answer to {line!r} within {timeout} s")
+        with self._lock:
+            while not pending.finished.is_set() and not self.closed.is_set():
+                silent = time.monotonic() - max(pending.sent_at, pending.read_at)
+                if silent >= timeout:
+                    read = len(pending.answer or ())
+                    raise PipeClosed(f"ExaBGP sent no line of its answer to {line!r} for {timeout} s ({read} read)")
+                self._lock.wait(timeout - silent)
         if not pending.ok:
             raise PipeClosed(f"ExaBGP answered 'error' (or nothing) to {line!r}")
         return pending.answer or []
@@ -286,6 +294,7 @@ class ExaBgpPipe:
                 self._acknowledge(text)
             elif self._pending and self._pending[0].answer is not None:
                 self._pending[0].answer.append(text)
+                self._pending[0].read_at = time.monotonic()
             else:
                 log.debug("unexpected line from ExaBGP: %.200r", text)
 

@@ -45,6 +45,9 @@ from announcer.reconcile import (
 
 log = logging.getLogger(__name__)
 
+# How long ExaBGP may stay silent: before it answers 'version' (start-up), and between two lines of its answer to
+# 'show adj-rib out' (the whole answer takes as long as it keeps coming: ~4.6 s for 30k lines here, so a minute or
+# more for 400k, 50k dual-stack Services with several peers per family).
 QUERY_TIMEOUT = 60.0
 
 
@@ -55,7 +58,7 @@ class Speaker(Protocol):
         """Write one command; on_ack(accepted) is called once ExaBGP answered done (True) or error (False)."""
 
     def query(self, line: str, timeout: float) -> list[str]:
-        """Send a 'show' command and return its answer lines; raises if no answer came in time."""
+        """Send a 'show' command and return its answer lines; raises if ExaBGP sent no line of it for `timeout` s."""
 
     def synchronise(self, timeout: float) -> str:
         """Discard every answer still queued for an earlier process (after a respawn); returns ExaBGP's version."""

@@ -1,0 +1,94 @@
+"""How long the ExaBGP pipe waits: for a long answer while it keeps coming, and not past a stop."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+import pytest
+
+from announcer.exabgp import ExaBgpPipe, PipeClosed
+
+Answer = Callable[[str, BinaryIO], None]
+
+
+class SlowExaBgp:
+    """ExaBGP's end of the pipe, in process: reads each command and answers it with `answer` (on its own thread)."""
+
+    def __init__(self, answer: Answer) -> None:
+        commands_read, commands_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+        self.commands = open(commands_read, "rb")  # noqa: SIM115  (closed in close())
+        self.answers = open(answers_write, "wb", buffering=0)  # noqa: SIM115
+        self.commands_out = open(commands_write, "wb")  # noqa: SIM115
+        self.answers_in = open(answers_read, "rb")  # noqa: SIM115
+        self.pipe = ExaBgpPipe(
+            self.commands_out,
+            self.answers_in,
+            max_in_flight=8,
+            ack_timeout=30.0,
+        )
+        self.answer = answer
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        for raw in self.commands:
+            line = raw.decode().rstrip("\n")
+            self.lines.append(line)
+            self.answer(line, self.answers)
+
+    def close(self) -> None:
+        self.commands_out.close()  # ends _serve once the answer it writes is out
+        self.thread.join(timeout=5)
+        self.answers.close()  # the pipe's reader sees the end
+        self.pipe.closed.wait(timeout=5)
+        self.answers_in.close()
+        self.commands.close()
+
+
+@contextmanager
+def slow_exabgp(answer: Answer) -> Iterator[SlowExaBgp]:
+    exabgp = SlowExaBgp(answer)
+    exabgp.thread.start()
+    exabgp.pipe.start()
+    try:
+        yield exabgp
+    finally:
+        exabgp.close()
+
+
+def route(index: int) -> str:
+    return f"neighbor 192.0.2.1 local-ip 192.0.2.11 ipv4 unicast 10.0.{index // 256}.{index % 256}/32 next-hop self"
+
+
+def steadily(lines: int, every: float, then: str | None = "done") -> Answer:
+    """Answers 'show adj-rib out extensive' a line every `every` s, then `then` (None: falls silent)."""
+
+    def answer(line: str, out: BinaryIO) -> None:
+        if line != "show adj-rib out extensive":
+            return
+        for index in range(lines):
+            out.write(route(index).encode() + b"\n")
+            time.sleep(every)
+        if then is not None:
+            out.write(then.encode() + b"\n")
+
+    return answer
+
+
+def test_a_long_answer_that_keeps_coming_is_read_to_its_end_past_the_limit() -> None:
+    """Issue 18 item 10: the limit is on silence, not on the whole answer. 30 lines 0.05 s apart take 1.5 s, three
+    times a limit of 0.5 s; no gap comes near it."""
+    with slow_exabgp(steadily(30, 0.05)) as exabgp:
+        answer = exabgp.pipe.query("show adj-rib out extensive", 0.5)
+    assert answer == [route(index) for index in range(30)]
+
+
+def test_an_answer_that_stops_coming_is_given_up_after_the_limit_of_silence() -> None:
+    with slow_exabgp(steadily(3, 0.0, then=None)) as exabgp, pytest.raises(PipeClosed, match=r"\(3 read\)"):
+        exabgp.pipe.query("show adj-rib out extensive", 0.3)
