@@ -53,6 +53,10 @@ class PipeClosed(Exception):
     """ExaBGP closed the pipe, said 'shutdown', or stopped answering."""
 
 
+class Stopping(Exception):
+    """A stop was asked for (SIGTERM): a wait of the pipe ended early; the caller goes on to the orderly stop."""
+
+
 @dataclass
 class _Pending:
     line: str
@@ -100,6 +104,8 @@ class ExaBgpPipe:
         self._sync: _Sync | None = None
         self._lost = False  # answers were given up on: nothing is written before a resynchronisation
         self._resynced = False  # a resynchronisation after lost answers that the owner has not taken yet
+        self._interrupted = False  # a stop was asked for: waits end raising Stopping, until shut_down
+        self._deadline: float | None = None  # the orderly stop: commands go at once, every wait ends by then
         self.closed = threading.Event()
         self.shutdown_requested = threading.Event()
         self.sent_total = 0
@@ -131,7 +137,7 @@ class ExaBgpPipe:
                 if silent >= timeout:
                     read = len(pending.answer or ())
                     raise PipeClosed(f"ExaBGP sent no line of its answer to {line!r} for {timeout} s ({read} read)")
-                self._lock.wait(timeout - silent)
+                self._wait(timeout - silent)
         if not pending.ok:
             raise PipeClosed(f"ExaBGP answered 'error' (or nothing) to {line!r}")
         return pending.answer or []
@@ -160,15 +166,43 @@ class ExaBgpPipe:
             return resynced
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every command sent has its ack; False if the time ran out or the pipe closed."""
+        """Wait until every command sent has its ack; False if the time (or the stop's) ran out or the pipe closed."""
         deadline = time.monotonic() + timeout
+        if self._deadline is not None:
+            deadline = min(deadline, self._deadline)
         with self._lock:
             while self._pending and not self.closed.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._lock.wait(min(remaining, 0.1))
+                self._wait(min(remaining, 0.1))
             return not self._pending
+
+    def interrupt(self) -> None:
+        """A stop was asked for (from any thread): every wait in the pipe ends now, raising Stopping in the thread
+        that waited (the main loop's), until `shut_down` starts the orderly stop."""
+        with self._lock:
+            self._interrupted = True
+            self._lock.notify_all()
+
+    def shut_down(self, deadline: float) -> None:
+        """The orderly stop (time.monotonic() `deadline`): from now on a command is written at once, without waiting
+        for acks, the window or a resynchronisation (ExaBGP applies it in order whenever it reads it), and every
+        wait ends by `deadline`: a drain returns False, a query or synchronisation raises PipeClosed."""
+        with self._lock:
+            self._deadline = deadline
+            self._lock.notify_all()
+
+    def _wait(self, seconds: float) -> None:
+        """Wait on the condition (lock held) at most `seconds`, ending early as a stop requires."""
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise PipeClosed("the stop's time (shutdown_timeout) ran out")
+            seconds = min(seconds, remaining)
+        elif self._interrupted:
+            raise Stopping("a stop was asked for")
+        self._lock.wait(seconds)
 
     @property
     def synchronising(self) -> bool:
@@ -186,14 +220,16 @@ class ExaBgpPipe:
             raise ValueError(f"refusing a malformed command line of {len(data)} bytes")
         while True:
             with self._lock:
-                while not self._lost and self._blocked(pending):
+                while self._deadline is None and not self._lost and self._blocked(pending):
                     if self.closed.is_set():
                         raise PipeClosed("the pipe to ExaBGP is closed")
                     if not self._expire_overdue():
-                        self._lock.wait(0.05)
+                        self._wait(0.05)
                 if self.closed.is_set():
                     raise PipeClosed("the pipe to ExaBGP is closed")
-                if not self._lost:
+                if self._deadline is None and self._interrupted:
+                    raise Stopping("a stop was asked for")
+                if not self._lost or self._deadline is not None:
                     pending.sent_at = time.monotonic()
                     self._pending.append(pending)
                     break
@@ -240,7 +276,7 @@ class ExaBgpPipe:
         """Send `reset` and `version` with nothing in flight; return once ExaBGP's answer to `version` is read."""
         with self._lock:
             while self._sync is not None and not self.closed.is_set():  # another thread synchronises
-                self._lock.wait(0.05)
+                self._wait(0.05)
             if self.closed.is_set():
                 raise PipeClosed("the pipe to ExaBGP is closed")
             if self._pending:
@@ -249,7 +285,11 @@ class ExaBgpPipe:
         try:
             self._write_bytes(b"reset\nversion\n")
             self.last_write_at = time.monotonic()
-            finished = sync.finished.wait(timeout)
+            end = time.monotonic() + timeout
+            with self._lock:
+                while not sync.finished.is_set() and (remaining := end - time.monotonic()) > 0:
+                    self._wait(remaining)
+            finished = sync.finished.is_set()
         finally:
             with self._lock:
                 self._sync = None
