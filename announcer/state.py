@@ -402,7 +402,12 @@ class Announcer:
             self.speaker.send(line)
 
     def withdraw_all(self) -> None:
-        """Withdraw every route ExaBGP holds for us (SIGTERM)."""
+        """Withdraw every route ExaBGP holds for us (SIGTERM); before the start-up read, ExaBGP's adj-rib-out is read
+        first (it may hold a previous announcer process's routes)."""
+        if not self.queried:
+            self.speaker.synchronise(QUERY_TIMEOUT)
+            self._read_held()
+            self.queried = True
         plan = plan_changes(list(self.announced), lambda _: None, self.announced, apart=self.refusing)
         self._send(plan, lambda: False, self.clock())
 
