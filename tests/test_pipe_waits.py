@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 import pytest
 
-from announcer.exabgp import ExaBgpPipe, PipeClosed
+from announcer.exabgp import ExaBgpPipe, PipeClosed, Stopping
 
 Answer = Callable[[str, BinaryIO], None]
 
@@ -19,7 +19,7 @@ Answer = Callable[[str, BinaryIO], None]
 class SlowExaBgp:
     """ExaBGP's end of the pipe, in process: reads each command and answers it with `answer` (on its own thread)."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, max_in_flight: int) -> None:
         commands_read, commands_write = os.pipe()
         answers_read, answers_write = os.pipe()
         self.commands = open(commands_read, "rb")  # noqa: SIM115  (closed in close())
@@ -29,7 +29,7 @@ class SlowExaBgp:
         self.pipe = ExaBgpPipe(
             self.commands_out,
             self.answers_in,
-            max_in_flight=8,
+            max_in_flight=max_in_flight,
             ack_timeout=30.0,
         )
         self.answer = answer
@@ -52,8 +52,8 @@ class SlowExaBgp:
 
 
 @contextmanager
-def slow_exabgp(answer: Answer) -> Iterator[SlowExaBgp]:
-    exabgp = SlowExaBgp(answer)
+def slow_exabgp(answer: Answer, max_in_flight: int = 8) -> Iterator[SlowExaBgp]:
+    exabgp = SlowExaBgp(answer, max_in_flight)
     exabgp.thread.start()
     exabgp.pipe.start()
     try:
@@ -92,3 +92,44 @@ def test_a_long_answer_that_keeps_coming_is_read_to_its_end_past_the_limit() -> 
 def test_an_answer_that_stops_coming_is_given_up_after_the_limit_of_silence() -> None:
     with slow_exabgp(steadily(3, 0.0, then=None)) as exabgp, pytest.raises(PipeClosed, match=r"\(3 read\)"):
         exabgp.pipe.query("show adj-rib out extensive", 0.3)
+
+
+def silent(line: str, out: BinaryIO) -> None:
+    """A wedged ExaBGP: reads every line, answers none."""
+
+
+def test_a_stop_ends_a_synchronisation_exabgp_never_answers() -> None:
+    """Issue 18 item 4, in the pipe: `interrupt` (the signal's wake-up thread) ends the main thread's wait for
+    'version' at once, raising Stopping, instead of after the synchronisation's limit."""
+    raised: list[BaseException] = []
+
+    def synchronise(pipe: ExaBgpPipe) -> None:
+        try:
+            pipe.synchronise(60.0)
+        except BaseException as error:
+            raised.append(error)
+
+    with slow_exabgp(silent) as exabgp:
+        waiting = threading.Thread(target=synchronise, args=(exabgp.pipe,))
+        waiting.start()
+        while "version" not in exabgp.lines:
+            time.sleep(0.01)
+        exabgp.pipe.interrupt()
+        waiting.join(timeout=10)
+        assert not waiting.is_alive(), "still waiting for 'version'"
+    assert [type(error) for error in raised] == [Stopping]
+
+
+def test_once_shut_down_commands_go_at_once_and_the_wait_for_their_acks_ends_at_the_deadline() -> None:
+    """The orderly stop: the window (one command here, unanswered) does not hold the withdraws back, and draining
+    ends at the stop's deadline, not at the drain's own limit."""
+    with slow_exabgp(silent, max_in_flight=1) as exabgp:
+        pipe = exabgp.pipe
+        pipe.send("neighbor 192.0.2.1 announce route 10.0.0.1/32 next-hop self")
+        pipe.shut_down(time.monotonic() + 0.2)
+        for index in range(3):
+            pipe.send(f"neighbor 192.0.2.1 withdraw route 10.0.0.{index}/32 next-hop self")
+        assert pipe.drain(60.0) is False
+        while len(exabgp.lines) < 4:
+            time.sleep(0.01)
+    assert [line.split()[2] for line in exabgp.lines] == ["announce", "withdraw", "withdraw", "withdraw"]
