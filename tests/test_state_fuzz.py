@@ -47,21 +47,27 @@ class ModelExaBgp(RecordingSpeaker):
             self.answer_oldest(True, 0)
         return [held_line(peer, prefix, extra) for peer, table in self.rib.items() for prefix, extra in table.items()]
 
-    def lose_answers(self, applied: int) -> None:
+    def lose_answers(self, applied: int, *, at_once: bool) -> None:
         """An ack timeout: ExaBGP applied the oldest `applied` lines in flight (their answers lost); the pipe's
-        'reset' dropped the rest. The next sync's take_resync reports them all refused, then re-reads."""
+        'reset' dropped the rest. They are reported refused at once (the pipe gave up while writing) or by the
+        next sync's take_resync (it gave up there); that sync re-reads the adj-rib-out."""
         for line, _ in self.awaiting[:applied]:
             self.apply(line, None)
         self.lost += self.awaiting
         self.awaiting = []
         self.resync = True
+        if at_once:
+            self.give_up()
+
+    def give_up(self) -> None:
+        given_up, self.lost = self.lost, []
+        for _, ack in given_up:
+            if ack is not None:
+                ack(False)
 
     def take_resync(self) -> bool:
         if self.resync:
-            given_up, self.lost = self.lost, []
-            for _, ack in given_up:
-                if ack is not None:
-                    ack(False)
+            self.give_up()
         resync, self.resync = self.resync, False
         return resync
 
@@ -117,9 +123,9 @@ class AnnouncerMachine(RuleBasedStateMachine):
         for _ in range(count):
             self.exabgp.answer_oldest(accepted, stop)
 
-    @rule(applied=st.integers(0, 3))
-    def lose_answers(self, applied: int) -> None:
-        self.exabgp.lose_answers(applied)
+    @rule(applied=st.integers(0, 3), at_once=st.booleans())
+    def lose_answers(self, applied: int, at_once: bool) -> None:
+        self.exabgp.lose_answers(applied, at_once=at_once)
 
     @rule(seconds=st.sampled_from([0.1, 1.0, 5.0, 31.0]))
     def tick(self, seconds: float) -> None:
