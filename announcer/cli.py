@@ -108,10 +108,9 @@ class _EarlySignal:
     def __init__(self) -> None:
         self.received: tuple[int, float] | None = None
 
-    def install(self) -> _EarlySignal:
+    def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handler)
         signal.signal(signal.SIGINT, self._handler)
-        return self
 
     def _handler(self, number: int, _frame: FrameType | None) -> None:
         if self.received is None:
@@ -127,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if arguments.command == "run" and _idle_while_stopping():
         return EXIT_OK
-    early = _EarlySignal().install() if arguments.command == "run" else None
+    early = _EarlySignal()
+    if arguments.command == "run":
+        early.install()  # first thing: a SIGTERM from here on is the orderly stop, not the end of the process
     from announcer.config import ConfigError
     from announcer.config_load import load_config, read_passwords
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
         from announcer.node_source import only_peers
 
         config.node  # noqa: B018  (fails early, naming node_name, when it is unset)
-        return run_daemon(only_peers(config, arguments.peer), early.get if early is not None else lambda: None)
+        return run_daemon(only_peers(config, arguments.peer), early.get)
     except ConfigError as error:
         print(f"announcer: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
