@@ -252,6 +252,10 @@ class Announcer:
             return
         if stale:
             self.recheck.update(command.prefixes)
+            now = self.clock()
+            for peer in command.peers:  # what was held back for it waited for this answer, which says nothing
+                if self.retry.get(peer) and peer not in self.retry_at and not self.in_flight[peer]:
+                    self.retry_at[peer] = now
             return
         for prefix in command.prefixes:
             for peer in command.peers:

@@ -171,3 +171,22 @@ AnnouncerMachine.TestCase.settings = settings(
     max_examples=200, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestAnnouncerMachine = AnnouncerMachine.TestCase
+
+
+def test_a_route_held_back_behind_a_line_whose_answer_was_lost_gets_a_retry_time() -> None:
+    """Found by the machine above: both IPv4 peers refusing, a withdraw held back for them while their lines are in
+    flight; those lines' answers are lost and reported refused only after the re-read (saying nothing). The
+    withdraw must still get a retry time, not wait for an unrelated event."""
+    machine = AnnouncerMachine()
+    machine.list_everything()
+    machine.change(0, {})
+    machine.loop()
+    machine.lose_answers(0, at_once=True)
+    machine.loop()
+    machine.change(0, None)
+    machine.loop()
+    machine.lose_answers(0, at_once=False)
+    machine.loop()
+    machine.loop()
+    machine.every_held_back_prefix_has_a_retry_time_or_a_line_in_flight()
+    machine.teardown()
