@@ -110,6 +110,7 @@ class ExaBgpPipe:
         self.shutdown_requested = threading.Event()
         self.sent_total = 0
         self.last_write_at: float | None = None  # time.monotonic() of the last command written (liveness)
+        self.last_answer_at: float | None = None  # ... of the last line read of a 'show' answer awaited (liveness)
         self.acks_total: dict[str, int] = {"done": 0, "error": 0, "timeout": 0}
         self.resyncs_total = 0
         self.stale_total = 0  # lines read that answered no command of this process (discarded)
@@ -334,7 +335,7 @@ class ExaBgpPipe:
                 self._acknowledge(text)
             elif self._pending and self._pending[0].answer is not None:
                 self._pending[0].answer.append(text)
-                self._pending[0].read_at = time.monotonic()
+                self._pending[0].read_at = self.last_answer_at = time.monotonic()
             else:
                 log.debug("unexpected line from ExaBGP: %.200r", text)
 

@@ -12,6 +12,8 @@ from typing import BinaryIO
 import pytest
 
 from announcer.exabgp import ExaBgpPipe, PipeClosed, Stopping
+from announcer.metrics import DaemonMetrics
+from tests.test_metrics import FakeState
 
 Answer = Callable[[str, BinaryIO], None]
 
@@ -133,3 +135,22 @@ def test_once_shut_down_commands_go_at_once_and_the_wait_for_their_acks_ends_at_
         while len(exabgp.lines) < 4:
             time.sleep(0.01)
     assert [line.split()[2] for line in exabgp.lines] == ["announce", "withdraw", "withdraw", "withdraw"]
+
+
+def test_a_long_read_keeps_the_liveness_probe_healthy_while_lines_come() -> None:
+    """Issue 18 item 10's restart loop, the other way in: the start-up read of 200,000 lines took 112 s against
+    real ExaBGP here, with no pass finished and no command written meanwhile. /healthz counts the answer's lines
+    as progress, or the kubelet would restart the announcer in the middle of the read."""
+    seen: list[bool] = []
+    state = FakeState()
+
+    def answer(line: str, out: BinaryIO) -> None:
+        steadily(20, 0.05, then=None)(line, out)  # a second of lines, twice the probe's limit here
+        time.sleep(0.05)  # the pipe's reader has read them
+        seen.append(metrics.health()[0])
+        out.write(b"done\n")
+
+    with slow_exabgp(answer) as exabgp:
+        metrics = DaemonMetrics(state, exabgp.pipe, ("127.0.0.1", 0), healthy_within=0.5)
+        assert len(exabgp.pipe.query("show adj-rib out extensive", 0.5)) == 20
+    assert seen == [True]
