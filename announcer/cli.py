@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import time
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
-from announcer.config import Config, ConfigError
-from announcer.config_load import load_config, read_passwords
-from announcer.policy import NodeView
+if TYPE_CHECKING:  # main imports them: `run` installs its signal handlers before anything slow is imported
+    from announcer.config import Config
+    from announcer.policy import NodeView
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -97,12 +101,37 @@ def _idle_while_stopping() -> bool:
     return True
 
 
+class _EarlySignal:
+    """SIGTERM and SIGINT recorded from the start of `run` until the daemon installs its own handlers, which then
+    take the signal over (the orderly stop: withdraw what ExaBGP holds for us, exit 0) instead of dying of it."""
+
+    def __init__(self) -> None:
+        self.received: tuple[int, float] | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handler)
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, number: int, _frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = (number, time.monotonic())
+
+    def get(self) -> tuple[int, float] | None:
+        return self.received
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the `announcer` console script and `python -m announcer`."""
     arguments = _parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if arguments.command == "run" and _idle_while_stopping():
         return EXIT_OK
+    early = _EarlySignal()
+    if arguments.command == "run":
+        early.install()  # first thing: a SIGTERM from here on is the orderly stop, not the end of the process
+    from announcer.config import ConfigError
+    from announcer.config_load import load_config, read_passwords
+
     try:
         config = load_config(arguments.config)
         logging.getLogger().setLevel(config.log_level.upper())
@@ -146,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
         from announcer.node_source import only_peers
 
         config.node  # noqa: B018  (fails early, naming node_name, when it is unset)
-        return run_daemon(only_peers(config, arguments.peer))
+        return run_daemon(only_peers(config, arguments.peer), early.get)
     except ConfigError as error:
         print(f"announcer: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG

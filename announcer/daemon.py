@@ -6,6 +6,7 @@ import contextlib
 import gc
 import io
 import logging
+import os
 import queue
 import signal
 import socket
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from announcer.config import Config
 from announcer.convert import Converted, ObjectKind, converter, shape_of
-from announcer.exabgp import ExaBgpPipe, PipeClosed
+from announcer.exabgp import ExaBgpPipe, PipeClosed, Stopping
 from announcer.kube import (
     Backoff,
     Changed,
@@ -50,6 +51,10 @@ BURST_LIMIT = 0.02
 # How long changes wait at most for ExaBGP to answer the lines in flight before theirs are written anyway (then the
 # pipe's ack window and ack timeout apply as to any line).
 DEFER_LIMIT = 0.5
+# How long past shutdown_timeout the process may still run after SIGTERM: the orderly stop ends by shutdown_timeout
+# (its waits are bounded); this only ends one that is stuck where nothing can bound it (a write to a pipe ExaBGP no
+# longer reads).
+STOP_GRACE = 1.0
 
 
 # A first sync allocates millions of objects that nearly all live on (the desired table, the announced routes) or die
@@ -92,12 +97,21 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.received_at = 0.0  # time.monotonic() of the first signal
         self._reader, self._writer = socket.socketpair()
         self._writer.setblocking(False)  # a full buffer drops the byte instead of blocking the signal path
         self._previous_fd = -1
 
     def handler(self, number: int, _frame: FrameType | None) -> None:
-        self.received = number
+        if self.received is None:
+            self.received_at = time.monotonic()
+            self.received = number
+
+    def adopt(self, early: tuple[int, float] | None) -> None:
+        """A signal that came before the handlers were installed (recorded by the command line): as if it came now."""
+        if early is not None and self.received is None:
+            self.received_at = early[1]
+            self.received = early[0]
 
     def install(self, wake: Callable[[], None]) -> None:
         """Install the handlers and the wake-up (main thread only)."""
@@ -111,10 +125,39 @@ class StopSignals:
         self._writer.close()  # ends the wake thread's read
 
     def _wake_on_signal(self, wake: Callable[[], None]) -> None:
+        """Each byte is a signal's number, written at C level before the main thread runs the Python handler:
+        recorded here too, so `wake` sees the signal whatever the main thread is doing."""
         with contextlib.suppress(OSError):
-            while self._reader.recv(64):
+            while numbers := self._reader.recv(64):
+                for number in numbers:
+                    if number in (signal.SIGTERM, signal.SIGINT):
+                        self.handler(number, None)
                 wake()
         self._reader.close()
+
+
+class StopWatchdog:
+    """Ends the process STOP_GRACE s after the stop's deadline if the orderly stop has not ended it by then."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed = False
+
+    def arm(self, deadline: float) -> None:
+        """Once (any thread): exit at time.monotonic() `deadline` + STOP_GRACE."""
+        with self._lock:
+            if self._armed:
+                return
+            self._armed = True
+        timer = threading.Timer(max(0.0, deadline + STOP_GRACE - time.monotonic()), self._expire)
+        timer.daemon = True
+        timer.start()
+
+    @staticmethod
+    def _expire() -> None:
+        log.error("the stop did not end within shutdown_timeout (a write to ExaBGP blocks?): exiting now")
+        logging.shutdown()
+        os._exit(0)
 
 
 def _drain(events: queue.Queue[LoopEvent], batch: list[LoopEvent]) -> int:
@@ -218,13 +261,31 @@ def _loop(
         handled = []
 
 
-def run_daemon(config: Config) -> int:
-    """ExaBGP's API process: runs until SIGTERM/SIGINT (withdraw all, exit 0), 'shutdown' or EOF (exit)."""
+def _withdraw_all(
+    announcer: Announcer, pipe: ExaBgpPipe, number: int, received_at: float, shutdown_timeout: float
+) -> None:
+    """The orderly stop after signal `number`: the withdraw of everything ExaBGP holds for us written at once, then
+    its acks awaited, all by shutdown_timeout after the signal (the pipe's waits end then, raising PipeClosed)."""
+    log.info("signal %s: withdrawing every route and exiting", signal.Signals(number).name)
+    if pipe.closed.is_set():
+        return
+    deadline = received_at + shutdown_timeout
+    pipe.shut_down(deadline)
+    announcer.withdraw_all()
+    if not pipe.drain(deadline - time.monotonic()):
+        log.warning("not every withdraw was acknowledged within %.1f s", shutdown_timeout)
+
+
+def run_daemon(config: Config, early_signal: Callable[[], tuple[int, float] | None] = lambda: None) -> int:
+    """ExaBGP's API process: runs until SIGTERM/SIGINT (withdraw all, exit 0), 'shutdown' or EOF (exit).
+
+    A stop signal is honoured within shutdown_timeout whatever the loop is doing: it interrupts the pipe's waits
+    (a wedged ExaBGP), the withdraw-all is written without waiting for acks, and a watchdog ends whatever still
+    blocks. `early_signal` gives a signal the command line recorded before these handlers were installed."""
     first_sync_gc = FirstSyncGc()
     events: queue.Queue[LoopEvent] = queue.Queue()
     stop = threading.Event()
     signals = StopSignals()
-    signals.install(lambda: events.put(Wake()))
 
     # A reader of our own on fd 0: sys.stdin's lock would stop the interpreter's exit while a thread reads it.
     answers = io.BufferedReader(io.FileIO(sys.stdin.fileno(), "rb", closefd=False))
@@ -235,6 +296,18 @@ def run_daemon(config: Config) -> int:
         ack_timeout=config.speaker.ack_timeout,
         on_neighbour_up=lambda peer: events.put(NeighbourUp(peer)),
     )
+    watchdog = StopWatchdog()
+
+    def wake() -> None:  # the signal-wake thread (or here, for an early signal): not a signal handler
+        if signals.received is not None:
+            pipe.interrupt()
+            watchdog.arm(signals.received_at + config.speaker.shutdown_timeout)
+        events.put(Wake())
+
+    signals.install(wake)
+    signals.adopt(early_signal())
+    if signals.received is not None:
+        wake()
     pipe.start()
     announcer = Announcer(config, pipe, events.put)
     address = config.metrics.address
@@ -253,22 +326,19 @@ def run_daemon(config: Config) -> int:
         watcher.start()
     log.info("announcer started for node %s with %d peers", config.node, len(config.bgp.peers))
     try:
-        _loop(
-            announcer,
-            events,
-            pipe,
-            signals,
-            metrics=metrics,
-            batch_delay=config.speaker.batch_delay,
-            first_sync_gc=first_sync_gc,
-        )
+        with contextlib.suppress(Stopping):  # a wait of the pipe ended by the signal
+            _loop(
+                announcer,
+                events,
+                pipe,
+                signals,
+                metrics=metrics,
+                batch_delay=config.speaker.batch_delay,
+                first_sync_gc=first_sync_gc,
+            )
         if signals.received is not None:
-            log.info("signal %s: withdrawing every route and exiting", signal.Signals(signals.received).name)
             stop.set()
-            if not pipe.closed.is_set():
-                announcer.withdraw_all()
-                if not pipe.drain(config.speaker.shutdown_timeout):
-                    log.warning("not every withdraw was acknowledged within %.1f s", config.speaker.shutdown_timeout)
+            _withdraw_all(announcer, pipe, signals.received, signals.received_at, config.speaker.shutdown_timeout)
     except PipeClosed as error:
         log.info("ExaBGP pipe closed: %s", error)
     finally:

@@ -53,12 +53,17 @@ class PipeClosed(Exception):
     """ExaBGP closed the pipe, said 'shutdown', or stopped answering."""
 
 
+class Stopping(Exception):
+    """A stop was asked for (SIGTERM): a wait of the pipe ended early; the caller goes on to the orderly stop."""
+
+
 @dataclass
 class _Pending:
     line: str
     sent_at: float
     on_ack: Callable[[bool], None] | None
     answer: list[str] | None = None  # collects the lines of a 'show' command's answer
+    read_at: float = 0.0  # time.monotonic() of its answer's last line read (or of its writing)
     finished: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
     alone: bool = False  # its answer may overtake: nothing else is in flight with it
@@ -99,10 +104,13 @@ class ExaBgpPipe:
         self._sync: _Sync | None = None
         self._lost = False  # answers were given up on: nothing is written before a resynchronisation
         self._resynced = False  # a resynchronisation after lost answers that the owner has not taken yet
+        self._interrupted = False  # a stop was asked for: waits end raising Stopping, until shut_down
+        self._deadline: float | None = None  # the orderly stop: commands go at once, every wait ends by then
         self.closed = threading.Event()
         self.shutdown_requested = threading.Event()
         self.sent_total = 0
         self.last_write_at: float | None = None  # time.monotonic() of the last command written (liveness)
+        self.last_answer_at: float | None = None  # ... of the last line read of a 'show' answer awaited (liveness)
         self.acks_total: dict[str, int] = {"done": 0, "error": 0, "timeout": 0}
         self.resyncs_total = 0
         self.stale_total = 0  # lines read that answered no command of this process (discarded)
@@ -119,11 +127,18 @@ class ExaBgpPipe:
         self._write(_Pending(line, 0.0, on_ack, alone=not answered_in_order(line)))
 
     def query(self, line: str, timeout: float) -> list[str]:
-        """Send a 'show' command and return its answer lines (without the final 'done')."""
+        """Send a 'show' command and return its answer lines (without the final 'done'). `timeout` bounds the
+        silence, not the whole answer: ExaBGP may take as long as it keeps sending lines (an adj-rib-out of
+        400,000 routes takes about a minute), but not `timeout` s without one."""
         pending = _Pending(line, 0.0, None, answer=[], alone=not answered_in_order(line))
         self._write(pending)
-        if not pending.finished.wait(timeout):
-            raise PipeClosed(f"no answer to {line!r} within {timeout} s")
+        with self._lock:
+            while not pending.finished.is_set() and not self.closed.is_set():
+                silent = time.monotonic() - max(pending.sent_at, pending.read_at)
+                if silent >= timeout:
+                    read = len(pending.answer or ())
+                    raise PipeClosed(f"ExaBGP sent no line of its answer to {line!r} for {timeout} s ({read} read)")
+                self._wait(timeout - silent)
         if not pending.ok:
             raise PipeClosed(f"ExaBGP answered 'error' (or nothing) to {line!r}")
         return pending.answer or []
@@ -152,15 +167,43 @@ class ExaBgpPipe:
             return resynced
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every command sent has its ack; False if the time ran out or the pipe closed."""
+        """Wait until every command sent has its ack; False if the time (or the stop's) ran out or the pipe closed."""
         deadline = time.monotonic() + timeout
+        if self._deadline is not None:
+            deadline = min(deadline, self._deadline)
         with self._lock:
             while self._pending and not self.closed.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._lock.wait(min(remaining, 0.1))
+                self._wait(min(remaining, 0.1))
             return not self._pending
+
+    def interrupt(self) -> None:
+        """A stop was asked for (from any thread): every wait in the pipe ends now, raising Stopping in the thread
+        that waited (the main loop's), until `shut_down` starts the orderly stop."""
+        with self._lock:
+            self._interrupted = True
+            self._lock.notify_all()
+
+    def shut_down(self, deadline: float) -> None:
+        """The orderly stop (time.monotonic() `deadline`): from now on a command is written at once, without waiting
+        for acks, the window or a resynchronisation (ExaBGP applies it in order whenever it reads it), and every
+        wait ends by `deadline`: a drain returns False, a query or synchronisation raises PipeClosed."""
+        with self._lock:
+            self._deadline = deadline
+            self._lock.notify_all()
+
+    def _wait(self, seconds: float) -> None:
+        """Wait on the condition (lock held) at most `seconds`, ending early as a stop requires."""
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise PipeClosed("the stop's time (shutdown_timeout) ran out")
+            seconds = min(seconds, remaining)
+        elif self._interrupted:
+            raise Stopping("a stop was asked for")
+        self._lock.wait(seconds)
 
     @property
     def synchronising(self) -> bool:
@@ -178,14 +221,16 @@ class ExaBgpPipe:
             raise ValueError(f"refusing a malformed command line of {len(data)} bytes")
         while True:
             with self._lock:
-                while not self._lost and self._blocked(pending):
+                while self._deadline is None and not self._lost and self._blocked(pending):
                     if self.closed.is_set():
                         raise PipeClosed("the pipe to ExaBGP is closed")
                     if not self._expire_overdue():
-                        self._lock.wait(0.05)
+                        self._wait(0.05)
                 if self.closed.is_set():
                     raise PipeClosed("the pipe to ExaBGP is closed")
-                if not self._lost:
+                if self._deadline is None and self._interrupted:
+                    raise Stopping("a stop was asked for")
+                if not self._lost or self._deadline is not None:
                     pending.sent_at = time.monotonic()
                     self._pending.append(pending)
                     break
@@ -232,7 +277,7 @@ class ExaBgpPipe:
         """Send `reset` and `version` with nothing in flight; return once ExaBGP's answer to `version` is read."""
         with self._lock:
             while self._sync is not None and not self.closed.is_set():  # another thread synchronises
-                self._lock.wait(0.05)
+                self._wait(0.05)
             if self.closed.is_set():
                 raise PipeClosed("the pipe to ExaBGP is closed")
             if self._pending:
@@ -241,7 +286,11 @@ class ExaBgpPipe:
         try:
             self._write_bytes(b"reset\nversion\n")
             self.last_write_at = time.monotonic()
-            finished = sync.finished.wait(timeout)
+            end = time.monotonic() + timeout
+            with self._lock:
+                while not sync.finished.is_set() and (remaining := end - time.monotonic()) > 0:
+                    self._wait(remaining)
+            finished = sync.finished.is_set()
         finally:
             with self._lock:
                 self._sync = None
@@ -286,6 +335,7 @@ class ExaBgpPipe:
                 self._acknowledge(text)
             elif self._pending and self._pending[0].answer is not None:
                 self._pending[0].answer.append(text)
+                self._pending[0].read_at = self.last_answer_at = time.monotonic()
             else:
                 log.debug("unexpected line from ExaBGP: %.200r", text)
 

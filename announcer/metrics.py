@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 Event = TypeVar("Event")
 
-# /healthz answers 503 once the main loop has neither finished a pass nor written a command for this long. A
-# pass normally ends every 0.5 s; a first sync of many routes writes commands throughout, so it stays healthy.
+# /healthz answers 503 once the main loop has neither finished a pass, written a command, nor read a line of an answer
+# it waits for, for this long. A pass normally ends every 0.5 s; a first sync of many routes writes commands
+# throughout; the start-up read of a large adj-rib-out reads lines throughout (200,000 took 112 s here).
 HEALTHY_WITHIN_SECONDS = 60.0
 # The announced-routes gauge is recounted (one walk over the announced routes) at most this often.
 ROUTES_RECOUNT_SECONDS = 1.0
@@ -274,8 +275,9 @@ class DaemonMetrics:
 
     # --- read by the HTTP thread ---------------------------------------------------------------------------
     def health(self) -> tuple[bool, str]:
-        """Healthy while the main loop has finished a pass, or written a command, within healthy_within."""
-        progress = max(self._iterated_at, self.pipe.last_write_at or -math.inf)
+        """Healthy while the main loop has finished a pass, written a command, or read a line of an answer it waits
+        for, within healthy_within."""
+        progress = max(self._iterated_at, self.pipe.last_write_at or -math.inf, self.pipe.last_answer_at or -math.inf)
         age = self._clock() - progress
         if age <= self.healthy_within:
             return True, f"ok: the main loop made progress {age:.1f} s ago\n"

@@ -45,6 +45,9 @@ from announcer.reconcile import (
 
 log = logging.getLogger(__name__)
 
+# How long ExaBGP may stay silent: before it answers 'version' (start-up), and between two lines of its answer to
+# 'show adj-rib out' (the whole answer takes as long as it keeps coming: ~4.6 s for 30k lines here, so a minute or
+# more for 400k, 50k dual-stack Services with several peers per family).
 QUERY_TIMEOUT = 60.0
 
 
@@ -55,7 +58,7 @@ class Speaker(Protocol):
         """Write one command; on_ack(accepted) is called once ExaBGP answered done (True) or error (False)."""
 
     def query(self, line: str, timeout: float) -> list[str]:
-        """Send a 'show' command and return its answer lines; raises if no answer came in time."""
+        """Send a 'show' command and return its answer lines; raises if ExaBGP sent no line of it for `timeout` s."""
 
     def synchronise(self, timeout: float) -> str:
         """Discard every answer still queued for an earlier process (after a respawn); returns ExaBGP's version."""
@@ -70,6 +73,7 @@ class Answered:
 
     command: Command
     accepted: bool
+    reads: int = 0  # how often ExaBGP's adj-rib-out had been read when the command was written
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,8 @@ class Announcer:
         self.refusing: set[IPAddress] = set()  # peers addressed only in lines of their own, on their own backoff
         self.unsure: set[Prefix] = set()  # left held-unknown by a refused line since ExaBGP's adj-rib-out was read
         self.in_flight: Counter[IPAddress] = Counter()  # per peer: commands naming it not answered yet
+        self.reads = 0  # reads of ExaBGP's adj-rib-out: an answer to a command written before the last says nothing
+        self.recheck: set[Prefix] = set()  # refused before the last read: planned again against what it showed
         self.end_of_rib_due: set[IPAddress] = set()  # graceful restart: peers owed an End-of-RIB
 
     # --- events --------------------------------------------------------------------------------------------
@@ -138,7 +144,7 @@ class Announcer:
         elif isinstance(event, Changed):
             self._changed(event)
         elif isinstance(event, Answered):
-            self._answered(event.command, event.accepted)
+            self._answered(event.command, event.accepted, stale=event.reads < self.reads)
         elif isinstance(event, NeighbourUp):
             self._neighbour_up(event.peer)
 
@@ -231,23 +237,26 @@ class Announcer:
         else:
             self.problems.pop((kind, key), None)
 
-    def _answered(self, command: Command, accepted: bool) -> None:
+    def _answered(self, command: Command, accepted: bool, *, stale: bool = False) -> None:
         """ExaBGP answered a command. Refused (ExaBGP 5.0 refuses 'next-hop self' towards a peer it has not
         connected to yet): its routes are held with unknown attributes by every peer it named, unless a later
         line changed them since; a line naming several peers is sent again at once to each alone, a line naming
-        one peer after that peer's backoff (or when its session comes up)."""
+        one peer after that peer's backoff (or when its session comes up). Refused, or given up on (an ack
+        timeout), but written before ExaBGP's adj-rib-out was last read (`stale`): that read showed what the
+        command left, so its routes are only planned again against it."""
         for peer in command.peers:
             self.in_flight[peer] -= 1
             if self.in_flight[peer] <= 0:
                 del self.in_flight[peer]
         if accepted:
-            if len(command.peers) == 1:
-                peer = command.peers[0]
-                self.backoff[peer].reset()
-                if peer in self.refusing:
-                    self.refusing.discard(peer)
-                    if self.retry.get(peer):
-                        self.retry_at[peer] = self.clock()
+            self._accepted(command)
+            return
+        if stale:
+            self.recheck.update(command.prefixes)
+            now = self.clock()
+            for peer in command.peers:  # what was held back for it waited for this answer, which says nothing
+                if self.retry.get(peer) and peer not in self.retry_at and not self.in_flight[peer]:
+                    self.retry_at[peer] = now
             return
         for prefix in command.prefixes:
             for peer in command.peers:
@@ -262,6 +271,16 @@ class Announcer:
                 self.retry_at[peer] = now  # which peer refused is unknown: each is tried alone, at once
             elif peer not in self.retry_at:
                 self.retry_at[peer] = now + self.backoff[peer].next_delay()
+
+    def _accepted(self, command: Command) -> None:
+        """Every peer the command names took it (ExaBGP stops a line at the first peer that fails): a refusing
+        one is healthy again, and what was held back for it while this line was in flight goes now."""
+        for peer in command.peers:
+            self.backoff[peer].reset()
+            if peer in self.refusing:
+                self.refusing.discard(peer)
+                if self.retry.get(peer):
+                    self.retry_at[peer] = self.clock()
 
     def _neighbour_up(self, text: str) -> None:
         """A session came up: retry what that peer refused now; with graceful restart, it is owed an End-of-RIB
@@ -307,7 +326,8 @@ class Announcer:
             if not self.queried:
                 self.held_at_start = len(self.announced)
             self.queried = True
-        prefixes = self.table.take_dirty()
+        prefixes = self.table.take_dirty() | self.recheck
+        self.recheck = set()
         if resynced:
             prefixes |= set(self.announced) | set(self.table.all_prefixes())
         if self.unsure and self._withdraws_unsure(prefixes):
@@ -344,6 +364,7 @@ class Announcer:
         answer = self.speaker.query("show adj-rib out extensive", QUERY_TIMEOUT)
         self.announced.load(parse_adj_rib_out(answer))
         self.unsure = set()
+        self.reads += 1
 
     def _withdraws_unsure(self, prefixes: set[Prefix]) -> bool:
         """Whether a prefix a refused line left held-unknown is about to be withdrawn (now or as a retry due)."""
@@ -393,7 +414,12 @@ class Announcer:
             self.speaker.send(line)
 
     def withdraw_all(self) -> None:
-        """Withdraw every route ExaBGP holds for us (SIGTERM)."""
+        """Withdraw every route ExaBGP holds for us (SIGTERM); before the start-up read, ExaBGP's adj-rib-out is read
+        first (it may hold a previous announcer process's routes)."""
+        if not self.queried:
+            self.speaker.synchronise(QUERY_TIMEOUT)
+            self._read_held()
+            self.queried = True
         plan = plan_changes(list(self.announced), lambda _: None, self.announced, apart=self.refusing)
         self._send(plan, lambda: False, self.clock())
 
@@ -413,7 +439,9 @@ class Announcer:
             self.on_commands(written, self.clock() - started)
 
     def _on_ack(self, command: Command) -> Callable[[bool], None]:
+        reads = self.reads
+
         def acknowledge(accepted: bool) -> None:
-            self.post(Answered(command, accepted))
+            self.post(Answered(command, accepted, reads))
 
         return acknowledge

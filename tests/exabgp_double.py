@@ -55,6 +55,7 @@ class ExaBgpDouble:
         eor_refused_at_once: bool = False,
         unready: set[str] | None = None,
         kubeconfig: str | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "announcer.yaml"
@@ -77,6 +78,10 @@ class ExaBgpDouble:
         # them is applied route by route, neighbour by neighbour in configuration order, up to the first of them,
         # then answered 'error' (tests/test_exabgp_peers.py shows the real ExaBGP doing so). A test may change it.
         self.unready = set(unready or ())
+        self.wedged = False  # a test sets it: from then on ExaBGP reads every line and neither applies nor answers any
+        # How the announcer is started: `announcer run` (python -m) unless a test gives its own argv, to which
+        # `run --config <path>` is appended.
+        self.command = command or [sys.executable, "-m", "announcer"]
         self.configuration_order = [str(peer["address"]) for peer in config["bgp"]["peers"]]
         self._held_back: list[str] = []
         self.lines: list[str] = []
@@ -92,7 +97,7 @@ class ExaBgpDouble:
         self._stderr_file = self.stderr_path.open("wb")
         environment.pop("NODE_NAME", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "announcer", "run", "--config", str(self.config_path)],
+            [*self.command, "run", "--config", str(self.config_path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr_file,
@@ -127,6 +132,8 @@ class ExaBgpDouble:
 
     def _serve_line(self, line: str) -> None:
         """Answer one command as ExaBGP does (lock held)."""
+        if self.wedged:
+            return
         if line == "reset":
             self.stale, self._held_back = [], []  # drops the queued commands, answers nothing
             return

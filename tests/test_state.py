@@ -55,7 +55,10 @@ class RecordingSpeaker:
         return "exabgp 5.0.15"
 
     def take_resync(self) -> bool:
+        """As the pipe: once after lost answers, every command still in flight reported refused first."""
         resync, self.resync = self.resync, False
+        if resync:
+            self.answer(False)
         return resync
 
     def answer(self, accepted: bool, where: Callable[[str], bool] = lambda line: True) -> int:
@@ -75,8 +78,10 @@ class RecordingSpeaker:
 class Harness:
     """An Announcer on a recording speaker, a clock the test moves, and the loop's hand-back of events."""
 
-    def __init__(self, config: Config | None = None, held: list[str] | None = None) -> None:
-        self.speaker = RecordingSpeaker(held)
+    def __init__(
+        self, config: Config | None = None, held: list[str] | None = None, speaker: RecordingSpeaker | None = None
+    ) -> None:
+        self.speaker = speaker or RecordingSpeaker(held)
         self.posted: list[LoopEvent] = []
         self.now = 1000.0
         self.announcer = Announcer(config or make_config(), self.speaker, self.posted.append, clock=lambda: self.now)
