@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,23 @@ def test_an_item_whose_kind_is_not_a_string_is_passed_over_not_a_crash(tmp_path:
     result = run_render(tmp_path, objects, "node-a", "json")
     assert result.returncode == 0, result.stderr
     assert "198.51.100.10/32" in result.stdout
+
+
+def test_render_into_a_reader_that_has_gone_exits_quietly(tmp_path: Path) -> None:
+    """`announcer render ... | head -1` once head has exited: writing the table meets EPIPE, and render exits 0 with
+    no traceback, also none from the interpreter's flush at exit (issue 18, item 9). The pipe's reading end is closed
+    before render writes, which is what a reader that stopped early leaves."""
+    config = tmp_path / "announcer.yaml"
+    config.write_text(yaml.safe_dump(BASE_CONFIG))
+    listing = tmp_path / "objects.json"
+    listing.write_text(json.dumps({"kind": "List", "items": [service("web", ["198.51.100.10"])]}))
+    command = [sys.executable, "-m", "announcer", "render", "--config", str(config), "--from-file", str(listing)]
+    reading, writing = os.pipe()
+    os.close(reading)
+    try:
+        done = subprocess.run(command, stdout=writing, stderr=subprocess.PIPE, timeout=60, check=False)
+    finally:
+        os.close(writing)
+    errors = done.stderr.decode()
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
+    assert done.returncode == 0
