@@ -17,7 +17,7 @@ import yaml
 
 from announcer.config_load import parse_config
 from announcer.exabgp_conf import render_exabgp_conf
-from lab.controlplane import ControlPlane
+from lab.controlplane import ADMIN, ControlPlane
 from lab.lab import project_tool
 from tests.kube_support import DEPLOY, REPOSITORY, helm_path, kustomize
 
@@ -279,3 +279,43 @@ def test_the_api_server_accepts_every_rendered_object(control_plane: ControlPlan
         kind = obj["kind"].lower()
         assert any(re.fullmatch(rf"{kind}(\.[a-z0-9.]+)?/{obj['metadata']['name']} serverside-applied \(server dry run\)",
                                 line) for line in lines), applied.stdout  # fmt: skip
+
+
+def test_install_upgrade_and_uninstall_on_the_real_api_server(control_plane: ControlPlane) -> None:
+    """`helm install` creates the objects (the account may list Services), `helm upgrade` with a changed configuration
+    changes the pod template (a rollout) and with the same values does not, `helm uninstall` removes every object."""
+    kubeconfig, namespace, release = str(control_plane.kubeconfig(ADMIN)), "helm-install-test", "edge"
+    name = f"{release}-service-announcer"
+
+    def daemon_set() -> dict[str, Any]:
+        shown = control_plane.kubectl("get", "daemonset", name, "-n", namespace, "-o", "json")
+        found: dict[str, Any] = json.loads(shown.stdout)
+        return found
+
+    installed = helm("install", release, str(CHART), "-n", namespace, "--create-namespace", "--kubeconfig", kubeconfig)
+    assert installed.returncode == 0, installed.stderr
+    try:
+        first = daemon_set()
+        account = f"system:serviceaccount:{namespace}:{name}"
+        for verb, resource, answer in (("list", "services", "yes"), ("get", "nodes", "yes"), ("list", "secrets", "no")):
+            allowed = control_plane.kubectl("auth", "can-i", verb, resource, "-A", "--as", account, check=False)
+            assert allowed.stdout.strip() == answer, f"{verb} {resource}: {allowed.stdout}{allowed.stderr}"
+        upgrade = ("upgrade", release, str(CHART), "-n", namespace, "--kubeconfig", kubeconfig)
+        same = helm(*upgrade)
+        assert same.returncode == 0, same.stderr
+        assert daemon_set()["metadata"]["generation"] == first["metadata"]["generation"], "nothing changed, no rollout"
+        changed = helm(*upgrade, "--set", "config.bgp.hold_time=90")
+        assert changed.returncode == 0, changed.stderr
+        second = daemon_set()
+        assert second["metadata"]["generation"] == first["metadata"]["generation"] + 1
+        before, after = (obj["spec"]["template"]["metadata"]["annotations"][CHECKSUM] for obj in (first, second))
+        assert before != after
+        configmap = control_plane.kubectl("get", "configmap", name, "-n", namespace, "-o", "json")
+        assert yaml.safe_load(json.loads(configmap.stdout)["data"]["announcer.yaml"])["bgp"]["hold_time"] == 90
+    finally:
+        uninstalled = helm("uninstall", release, "-n", namespace, "--kubeconfig", kubeconfig)
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    for kind, scope in (("daemonset", ("-n", namespace)), ("configmap", ("-n", namespace)), ("clusterrole", ()),
+                        ("clusterrolebinding", ()), ("serviceaccount", ("-n", namespace))):  # fmt: skip
+        gone = control_plane.kubectl("get", kind, name, *scope, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr, f"{kind}/{name} left after helm uninstall"
