@@ -157,6 +157,23 @@ def test_every_object_carries_helms_labels_and_the_pods_are_selected_by_release(
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
 
 
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("calcio=true", "at '': additional properties 'calcio' not allowed"),
+        ("calico=yes", "at '/calico': got string, want boolean"),
+        ("stopTimeout=0", "at '/stopTimeout': minimum: got 0, want 1"),
+        ("image.tga=0.2.0", "at '/image': additional properties 'tga' not allowed"),
+        ("extraEnv[0].value=x", "at '/extraEnv/0': missing property 'name'"),
+    ],
+)
+def test_values_schema_refuses_a_misspelt_or_mistyped_value_naming_it(value: str, complaint: str) -> None:
+    """values.schema.json: a misspelt `calico` would otherwise be ignored and keep ROUTER_ID; helm names the key."""
+    refused = helm("template", RELEASE, str(CHART), "--set", value)
+    assert refused.returncode != 0
+    assert complaint in refused.stderr, refused.stderr
+
+
 # --- RBAC -------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("release", [RELEASE, "edge"])
 def test_the_rendered_rbac_is_deploy_bases_bound_to_the_pods_account(release: str) -> None:
