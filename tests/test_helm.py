@@ -254,6 +254,29 @@ def test_the_probes_port_and_prometheus_annotation_follow_metrics_listen() -> No
         assert complaint in refused.stderr
 
 
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        (["stopTimeout=5"], "stopTimeout: 5 must be above config.speaker.shutdown_timeout (5)"),
+        (["config.speaker.shutdown_timeout=12"], "stopTimeout: 10 must be above config.speaker.shutdown_timeout (12)"),
+        (
+            ["terminationGracePeriodSeconds=14"],
+            "terminationGracePeriodSeconds: 14 must be at least stopTimeout + 5 (15)",
+        ),
+    ],
+)
+def test_stop_times_out_of_order_are_refused_naming_the_key(values: list[str], complaint: str) -> None:
+    """As tests/test_deploy.py checks deploy/base: the withdraw fits in stopTimeout, which fits in the grace period."""
+    arguments = [word for value in values for word in ("--set", value)]
+    refused = helm("template", RELEASE, str(CHART), *arguments)
+    assert refused.returncode != 0
+    assert complaint in refused.stderr, refused.stderr
+    accepted = render("--set", "config.speaker.shutdown_timeout=2.5", "--set", "stopTimeout=3",
+                      "--set", "terminationGracePeriodSeconds=8")  # fmt: skip
+    assert only(accepted, "DaemonSet")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 8
+    assert {"name": "ANNOUNCER_STOP_TIMEOUT", "value": "3"} in container(accepted)["env"]
+
+
 # --- the checksum: a configuration change rolls the pods ----------------------------------------------------------
 def test_a_configuration_change_changes_the_pods_checksum_and_nothing_else_does() -> None:
     default = checksum()

@@ -50,3 +50,15 @@ Prometheus annotation use it. */}}
 {{- end }}
 {{- $port }}
 {{- end }}
+
+{{/* The stop's times in order: the withdraw (config.speaker.shutdown_timeout, default 5) within stopTimeout, and
+stopTimeout plus ExaBGP's own stop within terminationGracePeriodSeconds. */}}
+{{- define "service-announcer.checkStopTimes" -}}
+{{- $shutdown := float64 (dig "speaker" "shutdown_timeout" 5 .Values.config) }}
+{{- if le (float64 .Values.stopTimeout) $shutdown }}
+{{- fail (printf "stopTimeout: %v must be above config.speaker.shutdown_timeout (%v): the announcer withdraws within it" .Values.stopTimeout $shutdown) }}
+{{- end }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.stopTimeout) 5) }}
+{{- fail (printf "terminationGracePeriodSeconds: %v must be at least stopTimeout + 5 (%v): ExaBGP stops after the announcer" .Values.terminationGracePeriodSeconds (add (int .Values.stopTimeout) 5)) }}
+{{- end }}
+{{- end }}
