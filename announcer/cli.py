@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # main imports them: `run` installs its signal handlers before anything slow is imported
     from announcer.config import Config
@@ -23,8 +23,19 @@ EXIT_CONFIG = 2
 ENV_STOPPING_FILE = "ANNOUNCER_STOPPING_FILE"
 
 
+class _Version(argparse.Action):
+    """--version: the installed distribution's version, looked up only when asked (run starts with no lookup)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import version
+
+        print(f"announcer {version('service-announcer')}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="announcer", description=__doc__)
+    parser.add_argument("--version", action=_Version, nargs=0, default=argparse.SUPPRESS, help="print the version")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="the ExaBGP API process: watch Kubernetes, stream commands on stdout")

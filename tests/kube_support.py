@@ -1,7 +1,8 @@
-"""Tests against the real control plane: the session's etcd and kube-apiserver, kustomize, and objects made by API."""
+"""Tests against the real control plane: the session's etcd and kube-apiserver, kustomize, helm, and objects made by API."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from lab.controlplane import ADMIN, ControlPlane, binaries
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEPLOY = REPOSITORY / "deploy"
+HELM_BUILD = REPOSITORY / "scripts" / "helm-build"
 TEST_NAMESPACE = "announcer-test"
 
 
@@ -32,6 +34,14 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
     )
     assert completed.returncode == 0, f"kubectl kustomize {directory}: {completed.stderr}"
     return [item for item in yaml.safe_load_all(completed.stdout) if item]
+
+
+@functools.cache
+def helm_path() -> Path:
+    """The helm built at lab/helm/go.mod's version (scripts/helm-build: about 4 minutes the first time, then cached)."""
+    completed = subprocess.run([str(HELM_BUILD)], stdout=subprocess.PIPE, text=True, timeout=3600, check=False)
+    assert completed.returncode == 0, f"scripts/helm-build failed (exit {completed.returncode}; its output above)"
+    return Path(completed.stdout.strip().splitlines()[-1]) / "helm"
 
 
 def kustomizations() -> list[Path]:

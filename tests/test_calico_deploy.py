@@ -43,9 +43,13 @@ def test_the_calico_daemonset_takes_no_router_id_from_the_node_address() -> None
 def test_the_calico_configmap_sits_behind_bird_like_the_lab_example(tmp_path: Path) -> None:
     """Its configuration passes calico-resources' checks, gives the same Calico resources as the lab's example,
     keeps router id 127.0.0.1 with the DaemonSet's environment, and renders an exabgp.conf the real ExaBGP loads."""
-    configmap = overlay_objects()[("ConfigMap", "service-announcer")]
+    objects = overlay_objects()
+    [configmap] = [obj for (kind, _), obj in objects.items() if kind == "ConfigMap"]
+    volumes = objects[("DaemonSet", "service-announcer")]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "config", "configMap": {"name": configmap["metadata"]["name"]}} in volumes
     document = yaml.safe_load(configmap["data"]["announcer.yaml"])
-    config = parse_config(document, "deploy/overlays/calico/configmap.yaml", environ={"NODE_NAME": "node-a"})
+    assert document == yaml.safe_load((OVERLAY / "announcer.yaml").read_text(encoding="utf-8")), "the overlay's file"
+    config = parse_config(document, "deploy/overlays/calico/announcer.yaml", environ={"NODE_NAME": "node-a"})
     example = parse_config(yaml.safe_load(CALICO_CONFIG.read_text(encoding="utf-8")), "example", environ={})
     assert calico_resources(config, RANGES) == calico_resources(example, RANGES)
     assert str(config.bgp.router_id) == "127.0.0.1"

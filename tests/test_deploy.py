@@ -8,6 +8,7 @@ import functools
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def configmap_document() -> dict[str, Any]:
 
 
 def configmap_config() -> Config:
-    return parse_config(configmap_document(), "deploy/base/configmap.yaml", environ=NODE_ENVIRONMENT)
+    return parse_config(configmap_document(), "deploy/base/announcer.yaml", environ=NODE_ENVIRONMENT)
 
 
 # --- what the code calls ---------------------------------------------------------------------------------------
@@ -205,8 +206,39 @@ def test_the_configmaps_configuration_validates_and_renders_an_exabgp_conf() -> 
     assert str(config.bgp.router_id) == "192.0.2.11"
     text = render_exabgp_conf(config, dockerfile_env("ANNOUNCER_CONFIG"))
     assert "processes [ announcer ];" in text
-    bare = parse_config(configmap_document(), "deploy/base/configmap.yaml", environ={"ROUTER_ID": "192.0.2.11"})
+    bare = parse_config(configmap_document(), "deploy/base/announcer.yaml", environ={"ROUTER_ID": "192.0.2.11"})
     assert bare.node_name is None, "the node name comes from the DaemonSet, not the shared file"
+
+
+def _configmap_names(deploy: Path, directory: str) -> tuple[str, str]:
+    """(the ConfigMap's name, the name the DaemonSet's config volume mounts) as real kustomize builds directory."""
+    objects = kustomize(deploy / directory)
+    [configmap] = [obj["metadata"]["name"] for obj in objects if obj["kind"] == "ConfigMap"]
+    [daemon_set] = [obj for obj in objects if obj["kind"] == "DaemonSet"]
+    volumes = {volume["name"]: volume for volume in daemon_set["spec"]["template"]["spec"]["volumes"]}
+    return configmap, volumes["config"]["configMap"]["name"]
+
+
+def test_a_changed_configuration_file_renames_the_configmap_so_apply_rolls_the_pods(tmp_path: Path) -> None:
+    """The configuration is read once at start: kustomize's configMapGenerator names the ConfigMap after a hash of
+    announcer.yaml, the pod template follows the new name, and the DaemonSet rolls. The Calico overlay's own file
+    replaces the base's, so only a change to it renames the overlay's ConfigMap."""
+    deploy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, deploy, ignore=shutil.ignore_patterns("helm"))
+    base, overlay = _configmap_names(deploy, "base"), _configmap_names(deploy, "overlays/calico")
+    assert base[0] == base[1] and overlay[0] == overlay[1], "the DaemonSet mounts the generated ConfigMap"
+    assert base[0].startswith("service-announcer-") and overlay[0].startswith("service-announcer-")
+    assert base[0] != overlay[0]
+    assert _configmap_names(deploy, "base") == base, "the same file, the same name"
+    for directory in ("base", "overlays/calico"):
+        path = deploy / directory / "announcer.yaml"
+        path.write_text(path.read_text(encoding="utf-8").replace("hold_time: 30", "hold_time: 90"), encoding="utf-8")
+        if directory == "base":
+            changed = _configmap_names(deploy, "base")
+            assert changed[0] == changed[1] != base[0]
+            assert _configmap_names(deploy, "overlays/calico") == overlay, "the overlay's file replaces the base's"
+    changed = _configmap_names(deploy, "overlays/calico")
+    assert changed[0] == changed[1] != overlay[0]
 
 
 def test_probes_ask_the_metrics_listen_port_for_healthz_and_readyz() -> None:
