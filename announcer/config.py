@@ -211,7 +211,7 @@ class Watch(StrictModel):
 
     kubeconfig: Path | None = Field(
         default=None,
-        description="Kubeconfig path; unset: KUBECONFIG, then in-cluster service account, then ~/.kube/config.",
+        description="Kubeconfig path; unset: KUBECONFIG or ~/.kube/config, then the in-cluster service account.",
     )
     watch_timeout: int = Field(default=300, ge=1, description="Server-side timeout of one watch request (s).")
     request_timeout: float = Field(
