@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from announcer.config_annotations import Annotations
 from announcer.config_bgp import Bgp, StrictModel
 from announcer.exabgp_settings import exabgp_setting_problem
 from announcer.fields import check_label_key, check_label_selector, is_dns_subdomain
@@ -352,6 +353,11 @@ class Config(StrictModel):
     bgp: Bgp
     announce: Announce = Field(default_factory=Announce)
     attributes: AttributesByKind = Field(default_factory=AttributesByKind)
+    annotations: Annotations = Field(
+        default_factory=Annotations,
+        description="Which per-Service annotations act, with which values, from which namespaces (the admin's "
+        "policy; by default only opt-out and require-endpoints).",
+    )
     watch: Watch = Field(default_factory=Watch)
     speaker: Speaker = Field(default_factory=Speaker)
     metrics: Metrics = Field(default_factory=Metrics)
@@ -387,7 +393,7 @@ class Config(StrictModel):
                     f"announce.{name}.allowlist: empty while enabled is true, so no address of this kind is announced "
                     "(only addresses inside the allowlist are); add the CIDRs to announce, or set enabled false"
                 )
-        return found
+        return found + self.annotations.warnings()
 
     def families(self) -> set[Family]:
         """The families that have at least one peer."""
@@ -407,6 +413,7 @@ class Config(StrictModel):
             require_endpoints=announce.require_endpoints,
             aggregation=announce.aggregation.by_kind(),
             node=self.node_state.rule(),
+            annotations=self.annotations.policy(),
         )
 
     @property

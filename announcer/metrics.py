@@ -159,6 +159,13 @@ class DaemonMetrics:
             ["reason", "kind"],
             registry=self.registry,
         )
+        self.annotations_refused = prometheus_client.Gauge(
+            "announcer_annotations_refused",
+            "Services whose annotation the admin's policy ignores, by annotation and the rule (annotations.KIND.RULE) "
+            "that refused it.",
+            ["annotation", "rule"],
+            registry=self.registry,
+        )
         self.commands = prometheus_client.Counter(
             "announcer_exabgp_commands",
             "Route command lines written to ExaBGP (one line can carry many prefixes), by action and family.",
@@ -181,6 +188,7 @@ class DaemonMetrics:
         # Label sets ever shown stay shown (at 0 when nothing has them): a series that vanishes reads as "unknown".
         self._route_labels_seen = {(family.value, kind.value) for family in Family for kind in Kind}
         self._reason_labels_seen: set[tuple[str, str]] = set()
+        self._refusal_labels_seen: set[tuple[str, str]] = set()
         _set_counts(self.announced_routes, self._route_labels_seen, {})
         self._command_counters = {
             (action, family): self.commands.labels(action.value, family.value) for action in Action for family in Family
@@ -255,6 +263,7 @@ class DaemonMetrics:
             (reason.value, kind.value): count for (reason, kind), count in self.state.table.not_wanted_counts.items()
         }
         _set_counts(self.addresses_not_announced, self._reason_labels_seen, counts)
+        _set_counts(self.annotations_refused, self._refusal_labels_seen, dict(self.state.table.refused_counts))
 
     # --- read by the HTTP thread ---------------------------------------------------------------------------
     def health(self) -> tuple[bool, str]:

@@ -53,6 +53,8 @@ def build_table(config: Config, node: str, objects: Iterable[Converted]) -> tupl
             slices.append(item.view)
     table.replace_slices(slices)
     table.replace_services(services)
+    prefix = config.announce.annotation_prefix
+    problems.extend(f"Service {ns}/{name}: {refusal.describe(prefix)}" for (ns, name), refusal in table.take_refusals())
     return table, problems
 
 

@@ -141,6 +141,8 @@ class Announcer:
             self._answered(event.command, event.accepted)
         elif isinstance(event, NeighbourUp):
             self._neighbour_up(event.peer)
+        for (namespace, name), refusal in self.table.take_refusals():
+            log.warning("Service %s/%s: %s", namespace, name, refusal.describe(self.config.announce.annotation_prefix))
 
     def _page(self, event: ListPage[Converted]) -> None:
         """Objects of a list page: added or updated now; deletions wait for the whole list."""

@@ -113,3 +113,15 @@ def test_an_item_whose_kind_is_not_a_string_is_passed_over_not_a_crash(tmp_path:
     result = run_render(tmp_path, objects, "node-a", "json")
     assert result.returncode == 0, result.stderr
     assert "198.51.100.10/32" in result.stdout
+
+
+def test_render_names_each_annotation_the_policy_would_ignore(tmp_path: Path) -> None:
+    """A preview before an upgrade: the refused annotation on stderr, the route with the configured attributes."""
+    annotated = service("web", ["198.51.100.10"], annotations={"bgp.announcer.io/communities": "blackhole"})
+    result = run_render(tmp_path, [annotated], "node-a", "json")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "Service default/web: metadata.annotations[bgp.announcer.io/communities]: refused by "
+        "annotations.communities.enabled (annotations of this kind are not enabled); ignored"
+    ) in result.stderr
+    assert "65535:666" not in result.stdout
