@@ -10,6 +10,7 @@ from pathlib import Path
 
 from announcer.config import Config, ConfigError
 from announcer.config_load import load_config, read_passwords
+from announcer.logs import configure_logging, setup_logging
 from announcer.policy import NodeView
 
 EXIT_OK = 0
@@ -100,12 +101,12 @@ def _idle_while_stopping() -> bool:
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the `announcer` console script and `python -m announcer`."""
     arguments = _parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if arguments.command == "run" and _idle_while_stopping():
         return EXIT_OK
     try:
         config = load_config(arguments.config)
-        logging.getLogger().setLevel(config.log_level.upper())
+        configure_logging(config.log_level, config.log_format)
         if arguments.command in ("check-config", "exabgp-conf"):  # before the node is started: the operator sees them
             for warning in config.warnings():
                 print(f"announcer: warning: {arguments.config}: {warning}", file=sys.stderr)

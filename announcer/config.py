@@ -365,6 +365,11 @@ class Config(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level; logs go to stderr (stdout is ExaBGP's command pipe)."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines on stderr: 'text', or 'json' (one object a line: time, level, logger, message, and "
+        "object, field, prefix, peer, annotation, rule where the message has them).",
+    )
 
     @field_validator("node_name")
     @classmethod

@@ -23,6 +23,7 @@ DEFAULT_ENVIRONMENT: dict[str, str] = {
     "exabgp.daemon.drop": "false",
     "exabgp.log.level": "INFO",
     "exabgp.log.destination": "stdout",
+    "exabgp.log.short": "false",  # each line with the time (HH:MM:SS, local time) and ExaBGP's PID
     "exabgp.log.routes": "false",
     "exabgp.log.packets": "false",
     "exabgp.log.rib": "false",

@@ -46,6 +46,7 @@ from announcer.reconcile import (
 log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT = 60.0
+MAX_LOGGED_PREFIXES = 20  # a refused bulk line carries up to speaker.prefixes_per_line: its first ones are logged
 
 
 class Speaker(Protocol):
@@ -142,7 +143,9 @@ class Announcer:
         elif isinstance(event, NeighbourUp):
             self._neighbour_up(event.peer)
         for (namespace, name), refusal in self.table.take_refusals():
-            log.warning("Service %s/%s: %s", namespace, name, refusal.describe(self.config.announce.annotation_prefix))
+            where = f"Service {namespace}/{name}"
+            fields = {"object": where, "annotation": refusal.annotation, "rule": refusal.rule}
+            log.warning("%s: %s", where, refusal.describe(self.config.announce.annotation_prefix), extra=fields)
 
     def _page(self, event: ListPage[Converted]) -> None:
         """Objects of a list page: added or updated now; deletions wait for the whole list."""
@@ -199,12 +202,13 @@ class Announcer:
         before = self.table.node_reasons
         self.table.set_node(view)
         after = self.table.node_reasons
+        node = {"object": f"Node {self.table.node}"}
         if view is None:
-            log.warning("Node %s is missing: node state announces nothing while it is", self.table.node)
+            log.warning("Node %s is missing: node state announces nothing while it is", self.table.node, extra=node)
         if after and not before:
-            log.info("node state: withdrawing everything this node announces (%s)", ", ".join(after))
+            log.info("node state: withdrawing everything this node announces (%s)", ", ".join(after), extra=node)
         elif before and not after:
-            log.info("node state: announcing again (was withdrawn for %s)", ", ".join(before))
+            log.info("node state: announcing again (was withdrawn for %s)", ", ".join(before), extra=node)
 
     def _guarded(self, item: Converted, apply: Callable[[Converted], None]) -> None:
         """Apply one object; if that fails (a bug, or a shape nothing foresaw), log it naming the object, skip it,
@@ -218,7 +222,7 @@ class Announcer:
     def _report(self, item: Converted) -> None:
         """Log an object's problems once, when they change."""
         if item.key is None:
-            log.warning("%s ignored: %s", item.kind.value, item.error)
+            log.warning("%s ignored: %s", item.kind.value, item.error, extra={"object": item.kind.value})
             return
         kind, key = item.kind, item.key
         known = self.problems.get((kind, key), ())
@@ -229,7 +233,7 @@ class Announcer:
             self.problems[(kind, key)] = current
             for problem in current:
                 if problem not in known:
-                    log.warning("%s", problem)
+                    log.warning("%s", problem, extra={"object": problem.obj, "field": problem.field})
         else:
             self.problems.pop((kind, key), None)
 
@@ -251,6 +255,17 @@ class Announcer:
                     if self.retry.get(peer):
                         self.retry_at[peer] = self.clock()
             return
+        log.info(
+            "ExaBGP refused to %s %d prefixes (first %s) towards %s; sending them again",
+            command.action.value,
+            len(command.prefixes),
+            command.prefixes[0] if command.prefixes else "-",
+            ", ".join(map(str, command.peers)),
+            extra={
+                "peer": ", ".join(map(str, command.peers)),
+                "prefix": " ".join(map(str, command.prefixes[:MAX_LOGGED_PREFIXES])),
+            },
+        )
         for prefix in command.prefixes:
             for peer in command.peers:
                 if self.announced.of(prefix, peer) == command.attributes:
