@@ -29,7 +29,7 @@ from announcer.config import Config
 from announcer.convert import Converted, ObjectKind
 from announcer.desired import DesiredTable, ObjectKey
 from announcer.kube import Backoff, Changed, ListPage, Relisted, Resource, WatchEvent
-from announcer.model import Family, IPAddress, Prefix, Problem, ServiceView, SliceView, family_of
+from announcer.model import Attributes, Family, IPAddress, Kind, Prefix, Problem, ServiceView, SliceView, family_of
 from announcer.policy import NodeView
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
@@ -111,6 +111,10 @@ class Announcer:
         self.peers: dict[Family, list[IPAddress]] = {
             family: [peer.address for peer in config.bgp.peers_of(family)] for family in Family
         }
+        # Per address kind, the peers it may go to, for the kinds some peer is not sent (bgp.peers[].receive).
+        every = frozenset(peer.address for peer in config.bgp.peers)
+        receiving = {kind: frozenset(p.address for p in config.bgp.peers if kind in p.receive.kinds()) for kind in Kind}
+        self.receivers_by_kind = {kind: peers for kind, peers in receiving.items() if peers != every}
         self.announced = Holdings(self.peers)  # what ExaBGP holds, per prefix and peer (as written, then answered)
         self.listed: set[Resource] = set()
         self.queried = False  # ExaBGP's adj-rib-out read at start
@@ -377,7 +381,8 @@ class Announcer:
         """The changes for `prefixes` (every peer of their family, in bulk where all need the same), then the
         retries due (per peer alone). A refusing peer's changes wait for its retry."""
         desired = self.table.desired_attributes
-        plan = plan_changes(prefixes, desired, self.announced, apart=self.refusing)
+        receivers = self._receivers if self.receivers_by_kind else None
+        plan = plan_changes(prefixes, desired, self.announced, apart=self.refusing, receivers=receivers)
         for peer in self.refusing:
             held_back = plan.take_peer(peer)
             if held_back:
@@ -386,20 +391,33 @@ class Announcer:
                     self.retry_at[peer] = self.clock()
         for peer, retried in self._due_retries().items():
             fresh = retried if peer in self.refusing else retried - prefixes  # the rest was planned for it above
-            plan.merge(plan_changes(fresh, desired, self.announced, among={family_of(peer): [peer]}))
+            among = {family_of(peer): [peer]}
+            plan.merge(plan_changes(fresh, desired, self.announced, among=among, receivers=receivers))
         return plan
+
+    def _receivers(self, prefix: Prefix) -> frozenset[IPAddress] | None:
+        """The peers a wanted prefix may go to, when its kind is not sent to every peer (None: every peer)."""
+        best = self.table.best(prefix)
+        return None if best is None else self.receivers_by_kind.get(best.kind)
+
+    def _desired_for(self, prefix: Prefix, peer: IPAddress) -> Attributes | None:
+        """What one peer should hold for a prefix."""
+        receivers = self._receivers(prefix) if self.receivers_by_kind else None
+        return None if receivers is not None and peer not in receivers else self.table.desired_attributes(prefix)
 
     def _send_end_of_rib(self) -> None:
         """End-of-RIB to each peer owed one whose routes are all accepted: no command naming it awaits its
         answer and nothing it refused waits for a retry (a helper drops its stale paths at End-of-RIB)."""
         if not self.end_of_rib_due:
             return
-        desired = self.table.desired_attributes
         ready = {
             peer
             for peer in self.end_of_rib_due
             if not self.in_flight[peer]
-            and all(self.announced.of(prefix, peer) == desired(prefix) for prefix in self.retry.get(peer, ()))
+            and all(
+                self.announced.of(prefix, peer) == self._desired_for(prefix, peer)
+                for prefix in self.retry.get(peer, ())
+            )
         }
         if not ready:
             return
