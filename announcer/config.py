@@ -391,6 +391,11 @@ class Config(StrictModel):
                     "not have, so ExaBGP would exit at start; use a port of 1024 or more on both sides (as the Calico "
                     "setup's 1790), or grant the capability"
                 )
+            if not peer.receive.kinds():
+                found.append(
+                    f"bgp.peers.{index}.receive: every kind is off, so the session comes up but {peer.address} is "
+                    "sent no route; turn a kind on, or remove the peer"
+                )
         for name in ("external_ips", "load_balancer_ips"):
             source: AddressSource = getattr(self.announce, name)
             if source.enabled and not source.allowlist:

@@ -123,3 +123,10 @@ def test_render_lists_for_each_prefix_only_the_peers_its_kind_goes_to() -> None:
     table, _ = build_table(config, "node-a", [convert_object(ObjectKind.SERVICE, LB_SERVICE, "bgp.announcer.io/")])
     peers = {row.address: row.peers for row in rows(config, table) if row.announced}
     assert peers == {"198.51.100.10/32": "192.0.2.1, 192.0.2.5", "198.51.100.130/32": "192.0.2.1"}
+
+
+def test_check_config_warns_about_a_peer_that_receives_no_kind_of_address() -> None:
+    off = {"cluster_ips": False, "external_ips": False, "load_balancer_ips": False, "service_cidrs": False}
+    warnings = config_with({**PLAIN, "receive": off}, V6).warnings()
+    assert [w for w in warnings if w.startswith("bgp.peers.0.receive: ")], warnings
+    assert config_with(PLAIN, V6).warnings() == []
