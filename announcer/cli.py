@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from announcer.logs import configure_logging, setup_logging
+
 if TYPE_CHECKING:  # main imports them: `run` installs its signal handlers before anything slow is imported
     from announcer.config import Config
     from announcer.policy import NodeView
@@ -134,7 +136,7 @@ class _EarlySignal:
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the `announcer` console script and `python -m announcer`."""
     arguments = _parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if arguments.command == "run" and _idle_while_stopping():
         return EXIT_OK
     early = _EarlySignal()
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
 
     try:
         config = load_config(arguments.config)
-        logging.getLogger().setLevel(config.log_level.upper())
+        configure_logging(config.log_level, config.log_format)
         if arguments.command in ("check-config", "exabgp-conf"):  # before the node is started: the operator sees them
             for warning in config.warnings():
                 print(f"announcer: warning: {arguments.config}: {warning}", file=sys.stderr)

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from announcer.config_annotations import Annotations
 from announcer.config_bgp import Bgp, StrictModel
 from announcer.exabgp_settings import exabgp_setting_problem
 from announcer.fields import check_label_key, check_label_selector, is_dns_subdomain
@@ -352,12 +353,22 @@ class Config(StrictModel):
     bgp: Bgp
     announce: Announce = Field(default_factory=Announce)
     attributes: AttributesByKind = Field(default_factory=AttributesByKind)
+    annotations: Annotations = Field(
+        default_factory=Annotations,
+        description="Which per-Service annotations act, with which values, from which namespaces (the admin's "
+        "policy; by default only opt-out and require-endpoints).",
+    )
     watch: Watch = Field(default_factory=Watch)
     speaker: Speaker = Field(default_factory=Speaker)
     metrics: Metrics = Field(default_factory=Metrics)
     node_state: NodeState = Field(default_factory=NodeState)
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level; logs go to stderr (stdout is ExaBGP's command pipe)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines on stderr: 'text', or 'json' (one object a line: time, level, logger, message, and "
+        "object, field, prefix, peer, annotation, rule where the message has them).",
     )
 
     @field_validator("node_name")
@@ -380,6 +391,11 @@ class Config(StrictModel):
                     "not have, so ExaBGP would exit at start; use a port of 1024 or more on both sides (as the Calico "
                     "setup's 1790), or grant the capability"
                 )
+            if not peer.receive.kinds():
+                found.append(
+                    f"bgp.peers.{index}.receive: every kind is off, so the session comes up but {peer.address} is "
+                    "sent no route; turn a kind on, or remove the peer"
+                )
         for name in ("external_ips", "load_balancer_ips"):
             source: AddressSource = getattr(self.announce, name)
             if source.enabled and not source.allowlist:
@@ -387,7 +403,7 @@ class Config(StrictModel):
                     f"announce.{name}.allowlist: empty while enabled is true, so no address of this kind is announced "
                     "(only addresses inside the allowlist are); add the CIDRs to announce, or set enabled false"
                 )
-        return found
+        return found + self.annotations.warnings()
 
     def families(self) -> set[Family]:
         """The families that have at least one peer."""
@@ -407,6 +423,7 @@ class Config(StrictModel):
             require_endpoints=announce.require_endpoints,
             aggregation=announce.aggregation.by_kind(),
             node=self.node_state.rule(),
+            annotations=self.annotations.policy(),
         )
 
     @property

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from announcer.fields import check_label_key, is_label_value
-from announcer.model import Family, family_of
+from announcer.model import Family, Kind, family_of
 
 Asn = Annotated[int, Field(ge=1, le=4_294_967_295)]
 
@@ -82,6 +82,32 @@ LocalAddress = Annotated[
 RouterId = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address)]
 
 
+def check_hold_time(value: int) -> int:
+    """A BGP hold time: 0 (no keepalives), or 3 to 65535 seconds (RFC 4271)."""
+    if value != 0 and not 3 <= value <= 65535:
+        raise ValueError("must be 0 or between 3 and 65535")
+    return value
+
+
+class ReceivedKinds(StrictModel):
+    """The kinds of address a peer is sent (a prefix claimed by several kinds goes by the kind that decides its
+    attributes: cluster IPs, then load-balancer IPs, then external IPs)."""
+
+    cluster_ips: bool = Field(default=True, description="spec.clusterIPs (host routes and their aggregates).")
+    external_ips: bool = Field(default=True, description="spec.externalIPs.")
+    load_balancer_ips: bool = Field(default=True, description="status.loadBalancer.ingress[].ip.")
+    service_cidrs: bool = Field(default=True, description="The aggregates of announce.service_cidrs.")
+
+    def kinds(self) -> frozenset[Kind]:
+        chosen = {
+            Kind.CLUSTER_IP: self.cluster_ips,
+            Kind.EXTERNAL_IP: self.external_ips,
+            Kind.LOAD_BALANCER_IP: self.load_balancer_ips,
+            Kind.AGGREGATE: self.service_cidrs,
+        }
+        return frozenset(kind for kind, on in chosen.items() if on)
+
+
 class Peer(StrictModel):
     """One BGP peer. Its address decides its family: IPv4 peers get only /32s, IPv6 peers only /128s."""
 
@@ -124,6 +150,36 @@ class Peer(StrictModel):
         description="The link to the peer (ExaBGP's source-interface, SO_BINDTODEVICE); required for an IPv6 "
         "link-local address (fe80::/10), which is written without '%zone'.",
     )
+
+    # --- per-peer session settings (issue #19, item 4) ---
+    hold_time: int | None = Field(
+        default=None,
+        description="Hold time in seconds for this peer (0, or 3 to 65535); unset: bgp.hold_time. ExaBGP sends "
+        "keepalives every third of the negotiated hold time (it has no separate keepalive setting).",
+    )
+    ttl: int | None = Field(
+        default=None,
+        ge=1,
+        le=255,
+        description="IP TTL (IPv6 hop limit) of what we send to the peer (ExaBGP's outgoing-ttl): 1 for a directly "
+        "connected eBGP peer, the hop count for eBGP multihop; unset: the kernel's default (64), so a peer several "
+        "hops away is reached without it.",
+    )
+    min_ttl: int | None = Field(
+        default=None,
+        ge=1,
+        le=255,
+        description="Lowest TTL accepted from the peer (GTSM, RFC 5082; ExaBGP's incoming-ttl), e.g. 255 for a "
+        "directly connected one; we then send with TTL 255 unless ttl is set.",
+    )
+    receive: ReceivedKinds = Field(
+        default_factory=ReceivedKinds, description="Which kinds of address this peer is sent."
+    )
+
+    @field_validator("hold_time")
+    @classmethod
+    def _hold_time(cls, value: int | None) -> int | None:
+        return None if value is None else check_hold_time(value)
 
     @property
     def family(self) -> Family:
@@ -208,9 +264,7 @@ class Bgp(StrictModel):
     @field_validator("hold_time")
     @classmethod
     def _hold_time(cls, value: int) -> int:
-        if value != 0 and not 3 <= value <= 65535:
-            raise ValueError("must be 0 or between 3 and 65535")
-        return value
+        return check_hold_time(value)
 
     @model_validator(mode="after")
     def _unique_peers(self) -> Bgp:

@@ -13,7 +13,16 @@ from announcer.config import Config
 def _type_text(annotation: Any) -> str:
     """A short, Markdown-safe name of a field's type."""
     text = str(annotation)
-    for noise in ("typing.", "ipaddress.", "pathlib.", "announcer.config.", "announcer.config_bgp.", "<class '", "'>"):
+    for noise in (
+        "typing.",
+        "ipaddress.",
+        "pathlib.",
+        "announcer.config.",
+        "announcer.config_bgp.",
+        "announcer.config_annotations.",
+        "<class '",
+        "'>",
+    ):
         text = text.replace(noise, "")
     text = re.sub(r"Annotated\[int, FieldInfo\(.*?\)\]", "int", text)
     text = re.sub(r"Annotated\[(.*?), (?:Before|After)Validator\(.*?\)\]", r"\1", text)

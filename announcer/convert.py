@@ -29,16 +29,19 @@ from announcer.model import (
     parse_community,
     parse_large_community,
 )
-from announcer.policy import NODE_READY_UNKNOWN, NodeView
+from announcer.policy import (
+    COMMUNITIES,
+    LARGE_COMMUNITIES,
+    LOCAL_PREFERENCE,
+    MED,
+    NODE_READY_UNKNOWN,
+    OPT_OUT,
+    REQUIRE_ENDPOINTS,
+    NodeView,
+)
 from announcer.shapes import EndpointShape, NodeShape, ObjectShape, ServiceShape, SliceShape
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-OPT_OUT = "opt-out"
-COMMUNITIES = "communities"
-LARGE_COMMUNITIES = "large-communities"
-LOCAL_PREFERENCE = "local-preference"
-MED = "med"
-REQUIRE_ENDPOINTS = "require-endpoints"
 _SEPARATORS = re.compile(r"[ ,]+")
 
 

@@ -20,7 +20,7 @@ from announcer.model import (
     host_prefix,
     prefix_of,
 )
-from announcer.policy import AddressRule, NodeView, Policy, node_withdrawal
+from announcer.policy import AddressRule, NodeView, Policy, Refusal, admit_annotations, node_withdrawal
 
 ObjectKey = tuple[str, str]
 # Claims on aggregates come from the configuration, not from a Service; this key sorts before any Service.
@@ -59,6 +59,7 @@ class Decision:
 
     wanted: tuple[Wanted, ...] = ()
     not_wanted: tuple[NotWanted, ...] = ()
+    refused: tuple[Refusal, ...] = ()  # its annotations the admin's policy ignores
 
 
 NO_DECISION = Decision()
@@ -115,10 +116,12 @@ def decide(
     local_families: the families with a ready or serving endpoint on this node; cluster_families: on any node
     (or none), read only when the Service requires endpoints. A Cluster-policy address of a kind and family with
     an aggregation length is wanted as its covering prefix with the kind's configured attributes (no per-Service
-    override: the aggregate is shared); a Local-policy address stays a host route.
+    override: the aggregate is shared); a Local-policy address stays a host route. Annotations the admin's policy
+    refuses are ignored, and named in the decision.
     """
+    service, refused = admit_annotations(service, policy.annotations)
     if service.service_type == "ExternalName":
-        return Decision(not_wanted=(NotWanted(None, Kind.CLUSTER_IP, Reason.EXTERNAL_NAME),))
+        return Decision(not_wanted=(NotWanted(None, Kind.CLUSTER_IP, Reason.EXTERNAL_NAME),), refused=refused)
     wanted: list[Wanted] = []
     not_wanted: list[NotWanted] = []
     if service.headless:
@@ -158,7 +161,7 @@ def decide(
                     _add_wanted(wanted, Wanted(covering_prefix(address, length), kind, policy.attributes[kind]))
                     continue
             _add_wanted(wanted, Wanted(host_prefix(address), kind, service.overrides.apply(policy.attributes[kind])))
-    return Decision(tuple(wanted), tuple(not_wanted))
+    return Decision(tuple(wanted), tuple(not_wanted), refused)
 
 
 class DesiredTable:
@@ -176,6 +179,8 @@ class DesiredTable:
         self.decisions: dict[ObjectKey, Decision] = {}
         self._claims: dict[Prefix, Claims] = {}
         self.not_wanted_counts: Counter[tuple[Reason, Kind]] = Counter()
+        self.refused_counts: Counter[tuple[str, str]] = Counter()  # Services per (annotation, rule) refused
+        self._new_refusals: list[tuple[ObjectKey, Refusal]] = []
         self._dirty: set[Prefix] = set()
         aggregates = tuple(
             Wanted(prefix_of(cidr), Kind.AGGREGATE, policy.attributes[Kind.AGGREGATE])
@@ -225,6 +230,11 @@ class DesiredTable:
 
     def all_prefixes(self) -> Iterable[Prefix]:
         return self._claims.keys()
+
+    def take_refusals(self) -> list[tuple[ObjectKey, Refusal]]:
+        """The refusals that appeared since the last call (a Service's refusal that stays is handed on once)."""
+        refusals, self._new_refusals = self._new_refusals, []
+        return refusals
 
     def take_dirty(self) -> set[Prefix]:
         """The prefixes whose claims changed since the last call."""
@@ -328,10 +338,17 @@ class DesiredTable:
             self.not_wanted_counts.subtract((item.reason, item.kind) for item in old.not_wanted)
         if decision.not_wanted:
             self.not_wanted_counts.update((item.reason, item.kind) for item in decision.not_wanted)
-        if decision.wanted or decision.not_wanted:
+        if old.refused or decision.refused:
+            self._count_refusals(key, old.refused, decision.refused)
+        if decision.wanted or decision.not_wanted or decision.refused:
             self.decisions[key] = decision
         else:
             self.decisions.pop(key, None)
+
+    def _count_refusals(self, key: ObjectKey, old: tuple[Refusal, ...], new: tuple[Refusal, ...]) -> None:
+        self.refused_counts.subtract((refusal.annotation, refusal.rule) for refusal in old)
+        self.refused_counts.update((refusal.annotation, refusal.rule) for refusal in new)
+        self._new_refusals.extend((key, refusal) for refusal in new if refusal not in old)
 
     def _drop_claims(self, key: ObjectKey, wanted: tuple[Wanted, ...]) -> None:
         claims, dirty = self._claims, self._dirty

@@ -23,6 +23,7 @@ DEFAULT_ENVIRONMENT: dict[str, str] = {
     "exabgp.daemon.drop": "false",
     "exabgp.log.level": "INFO",
     "exabgp.log.destination": "stdout",
+    "exabgp.log.short": "false",  # each line with the time (HH:MM:SS, local time) and ExaBGP's PID
     "exabgp.log.routes": "false",
     "exabgp.log.packets": "false",
     "exabgp.log.rib": "false",
@@ -57,12 +58,16 @@ def _neighbour_block(config: Config, peer: Peer, password: str | None) -> list[s
         f"    local-address {peer.local_address};",
         f"    local-as {config.bgp.local_as};",
         f"    peer-as {peer.peer_as};",
-        f"    hold-time {config.bgp.hold_time};",
+        f"    hold-time {config.bgp.hold_time if peer.hold_time is None else peer.hold_time};",
         "    group-updates true;",
         "    adj-rib-out true;",
     ]
     if peer.interface is not None:
         lines.append(f"    source-interface {peer.interface};")
+    if peer.ttl is not None:
+        lines.append(f"    outgoing-ttl {peer.ttl};")
+    if peer.min_ttl is not None:
+        lines.append(f"    incoming-ttl {peer.min_ttl};")
     if peer.port != 179:
         lines.append(f"    connect {peer.port};")
     if peer.passive:

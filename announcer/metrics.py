@@ -160,6 +160,13 @@ class DaemonMetrics:
             ["reason", "kind"],
             registry=self.registry,
         )
+        self.annotations_refused = prometheus_client.Gauge(
+            "announcer_annotations_refused",
+            "Services whose annotation the admin's policy ignores, by annotation and the rule (annotations.KIND.RULE) "
+            "that refused it.",
+            ["annotation", "rule"],
+            registry=self.registry,
+        )
         self.commands = prometheus_client.Counter(
             "announcer_exabgp_commands",
             "Route command lines written to ExaBGP (one line can carry many prefixes), by action and family.",
@@ -190,6 +197,7 @@ class DaemonMetrics:
         # Label sets ever shown stay shown (at 0 when nothing has them): a series that vanishes reads as "unknown".
         self._route_labels_seen = {(family.value, kind.value) for family in Family for kind in Kind}
         self._reason_labels_seen: set[tuple[str, str]] = set()
+        self._refusal_labels_seen: set[tuple[str, str]] = set()
         _set_counts(self.announced_routes, self._route_labels_seen, {})
         self._show_node_state()
         self._command_counters = {
@@ -272,6 +280,7 @@ class DaemonMetrics:
             (reason.value, kind.value): count for (reason, kind), count in self.state.table.not_wanted_counts.items()
         }
         _set_counts(self.addresses_not_announced, self._reason_labels_seen, counts)
+        _set_counts(self.annotations_refused, self._refusal_labels_seen, dict(self.state.table.refused_counts))
 
     # --- read by the HTTP thread ---------------------------------------------------------------------------
     def health(self) -> tuple[bool, str]:

@@ -169,10 +169,13 @@ def plan_changes(
     *,
     apart: Collection[IPAddress] = (),
     among: Mapping[Family, Sequence[IPAddress]] | None = None,
+    receivers: Callable[[Prefix], Collection[IPAddress] | None] | None = None,
 ) -> Plan:
     """For each prefix named and each peer of its family (or only those `among`), announce it if wanted and not
     held as wanted, withdraw it if held and unwanted. What every peer of the family needs alike goes in bulk;
-    the rest per group of peers needing the same, each peer of `apart` in lines of its own."""
+    the rest per group of peers needing the same, each peer of `apart` in lines of its own. `receivers`: the
+    peers a prefix may go to when not every peer of its family takes it (None: all do); the others are
+    withdrawn from if they hold it."""
     if not isinstance(held, Holdings):
         held = Holdings({}, held)  # every peer of a prefix's family holds it alike
     plan = Plan()
@@ -180,11 +183,17 @@ def plan_changes(
     split, uniform = held.split, held.uniform
     for prefix in prefixes:
         wanted = desired(prefix)
+        only = None if receivers is None or wanted is None else receivers(prefix)
         # The common case (no peer apart, nothing held differently per peer) hashes the prefix once, for `uniform`.
-        if among is not None or (split and prefix in split) or (apart_families and family_of(prefix) in apart_families):
+        if (
+            among is not None
+            or only is not None
+            or (split and prefix in split)
+            or (apart_families and family_of(prefix) in apart_families)
+        ):
             family = family_of(prefix)
             chosen = held.peers[family] if among is None else tuple(among.get(family, ()))
-            _plan_per_peer(plan, held, prefix, wanted, chosen, apart=apart)
+            _plan_per_peer(plan, held, prefix, wanted, chosen, apart=apart, only=only)
             continue
         current = uniform.get(prefix)
         if wanted is None:
@@ -203,17 +212,20 @@ def _plan_per_peer(
     chosen: Peers,
     *,
     apart: Collection[IPAddress],
+    only: Collection[IPAddress] | None = None,
 ) -> None:
-    """One prefix, peer by peer: peers needing the same change share a line, peers `apart` get their own."""
+    """One prefix, peer by peer: peers needing the same change share a line, peers `apart` get their own; a peer
+    not in `only` (when given) wants it withdrawn."""
     groups: dict[Attributes | None, list[IPAddress]] = {}
     for peer in chosen:
         current = held.of(prefix, peer)
-        if current == wanted:
+        for_peer = wanted if only is None or peer in only else None
+        if current == for_peer:
             continue
         if peer in apart:
-            _add(plan, (peer,), prefix, wanted)
+            _add(plan, (peer,), prefix, for_peer)
         else:
-            groups.setdefault(wanted, []).append(peer)
+            groups.setdefault(for_peer, []).append(peer)
     for attributes, group in groups.items():
         if tuple(group) != held.peers[family_of(prefix)]:
             _add(plan, tuple(group), prefix, attributes)

@@ -14,7 +14,7 @@ from pathlib import Path
 from announcer.config import Config, ConfigError
 from announcer.convert import Converted, ObjectKind, convert_object, shape_of
 from announcer.desired import DesiredTable
-from announcer.model import Problem, ServiceView, SliceView, family_of
+from announcer.model import Kind, Problem, ServiceView, SliceView, family_of
 from announcer.policy import NodeView
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,17 @@ def build_table(config: Config, node: str, objects: Iterable[Converted]) -> tupl
             slices.append(item.view)
     table.replace_slices(slices)
     table.replace_services(services)
+    prefix = config.announce.annotation_prefix
+    problems.extend(f"Service {ns}/{name}: {refusal.describe(prefix)}" for (ns, name), refusal in table.take_refusals())
     return table, problems
 
 
 def rows(config: Config, table: DesiredTable) -> list[Row]:
     """Announced prefixes first, then the addresses not announced, each sorted."""
     peers = {
-        family: ", ".join(str(peer.address) for peer in config.bgp.peers_of(family)) for family in config.families()
+        (family, kind): ", ".join(str(p.address) for p in config.bgp.peers_of(family) if kind in p.receive.kinds())
+        for family in config.families()
+        for kind in Kind
     }
     announced: list[Row] = []
     skipped: list[Row] = []
@@ -79,7 +83,7 @@ def rows(config: Config, table: DesiredTable) -> list[Row]:
                     owner,
                     True,
                     wanted.attributes.describe(),
-                    peers.get(family, "-"),
+                    peers.get((family, wanted.kind)) or "-",
                 )
             )
         for item in decision.not_wanted:

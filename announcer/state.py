@@ -29,7 +29,7 @@ from announcer.config import Config
 from announcer.convert import Converted, ObjectKind
 from announcer.desired import DesiredTable, ObjectKey
 from announcer.kube import Backoff, Changed, ListPage, Relisted, Resource, WatchEvent
-from announcer.model import Family, IPAddress, Prefix, Problem, ServiceView, SliceView, family_of
+from announcer.model import Attributes, Family, IPAddress, Kind, Prefix, Problem, ServiceView, SliceView, family_of
 from announcer.policy import NodeView
 from announcer.reconcile import (
     UNKNOWN_ATTRIBUTES,
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # 'show adj-rib out' (the whole answer takes as long as it keeps coming: ~4.6 s for 30k lines here, so a minute or
 # more for 400k, 50k dual-stack Services with several peers per family).
 QUERY_TIMEOUT = 60.0
+MAX_LOGGED_PREFIXES = 20  # a refused bulk line carries up to speaker.prefixes_per_line: its first ones are logged
 
 
 class Speaker(Protocol):
@@ -114,6 +115,10 @@ class Announcer:
         self.peers: dict[Family, list[IPAddress]] = {
             family: [peer.address for peer in config.bgp.peers_of(family)] for family in Family
         }
+        # Per address kind, the peers it may go to, for the kinds some peer is not sent (bgp.peers[].receive).
+        every = frozenset(peer.address for peer in config.bgp.peers)
+        receiving = {kind: frozenset(p.address for p in config.bgp.peers if kind in p.receive.kinds()) for kind in Kind}
+        self.receivers_by_kind = {kind: peers for kind, peers in receiving.items() if peers != every}
         self.announced = Holdings(self.peers)  # what ExaBGP holds, per prefix and peer (as written, then answered)
         self.listed: set[Resource] = set()
         self.queried = False  # ExaBGP's adj-rib-out read at start
@@ -147,6 +152,10 @@ class Announcer:
             self._answered(event.command, event.accepted, stale=event.reads < self.reads)
         elif isinstance(event, NeighbourUp):
             self._neighbour_up(event.peer)
+        for (namespace, name), refusal in self.table.take_refusals():
+            where = f"Service {namespace}/{name}"
+            fields = {"object": where, "annotation": refusal.annotation, "rule": refusal.rule}
+            log.warning("%s: %s", where, refusal.describe(self.config.announce.annotation_prefix), extra=fields)
 
     def _page(self, event: ListPage[Converted]) -> None:
         """Objects of a list page: added or updated now; deletions wait for the whole list."""
@@ -203,12 +212,13 @@ class Announcer:
         before = self.table.node_reasons
         self.table.set_node(view)
         after = self.table.node_reasons
+        node = {"object": f"Node {self.table.node}"}
         if view is None:
-            log.warning("Node %s is missing: node state announces nothing while it is", self.table.node)
+            log.warning("Node %s is missing: node state announces nothing while it is", self.table.node, extra=node)
         if after and not before:
-            log.info("node state: withdrawing everything this node announces (%s)", ", ".join(after))
+            log.info("node state: withdrawing everything this node announces (%s)", ", ".join(after), extra=node)
         elif before and not after:
-            log.info("node state: announcing again (was withdrawn for %s)", ", ".join(before))
+            log.info("node state: announcing again (was withdrawn for %s)", ", ".join(before), extra=node)
 
     def _guarded(self, item: Converted, apply: Callable[[Converted], None]) -> None:
         """Apply one object; if that fails (a bug, or a shape nothing foresaw), log it naming the object, skip it,
@@ -222,7 +232,7 @@ class Announcer:
     def _report(self, item: Converted) -> None:
         """Log an object's problems once, when they change."""
         if item.key is None:
-            log.warning("%s ignored: %s", item.kind.value, item.error)
+            log.warning("%s ignored: %s", item.kind.value, item.error, extra={"object": item.kind.value})
             return
         kind, key = item.kind, item.key
         known = self.problems.get((kind, key), ())
@@ -233,7 +243,7 @@ class Announcer:
             self.problems[(kind, key)] = current
             for problem in current:
                 if problem not in known:
-                    log.warning("%s", problem)
+                    log.warning("%s", problem, extra={"object": problem.obj, "field": problem.field})
         else:
             self.problems.pop((kind, key), None)
 
@@ -258,6 +268,17 @@ class Announcer:
                 if self.retry.get(peer) and peer not in self.retry_at and not self.in_flight[peer]:
                     self.retry_at[peer] = now
             return
+        log.info(
+            "ExaBGP refused to %s %d prefixes (first %s) towards %s; sending them again",
+            command.action.value,
+            len(command.prefixes),
+            command.prefixes[0] if command.prefixes else "-",
+            ", ".join(map(str, command.peers)),
+            extra={
+                "peer": ", ".join(map(str, command.peers)),
+                "prefix": " ".join(map(str, command.prefixes[:MAX_LOGGED_PREFIXES])),
+            },
+        )
         for prefix in command.prefixes:
             for peer in command.peers:
                 if self.announced.of(prefix, peer) == command.attributes:
@@ -381,7 +402,8 @@ class Announcer:
         """The changes for `prefixes` (every peer of their family, in bulk where all need the same), then the
         retries due (per peer alone). A refusing peer's changes wait for its retry."""
         desired = self.table.desired_attributes
-        plan = plan_changes(prefixes, desired, self.announced, apart=self.refusing)
+        receivers = self._receivers if self.receivers_by_kind else None
+        plan = plan_changes(prefixes, desired, self.announced, apart=self.refusing, receivers=receivers)
         for peer in self.refusing:
             held_back = plan.take_peer(peer)
             if held_back:
@@ -390,20 +412,33 @@ class Announcer:
                     self.retry_at[peer] = self.clock()
         for peer, retried in self._due_retries().items():
             fresh = retried if peer in self.refusing else retried - prefixes  # the rest was planned for it above
-            plan.merge(plan_changes(fresh, desired, self.announced, among={family_of(peer): [peer]}))
+            among = {family_of(peer): [peer]}
+            plan.merge(plan_changes(fresh, desired, self.announced, among=among, receivers=receivers))
         return plan
+
+    def _receivers(self, prefix: Prefix) -> frozenset[IPAddress] | None:
+        """The peers a wanted prefix may go to, when its kind is not sent to every peer (None: every peer)."""
+        best = self.table.best(prefix)
+        return None if best is None else self.receivers_by_kind.get(best.kind)
+
+    def _desired_for(self, prefix: Prefix, peer: IPAddress) -> Attributes | None:
+        """What one peer should hold for a prefix."""
+        receivers = self._receivers(prefix) if self.receivers_by_kind else None
+        return None if receivers is not None and peer not in receivers else self.table.desired_attributes(prefix)
 
     def _send_end_of_rib(self) -> None:
         """End-of-RIB to each peer owed one whose routes are all accepted: no command naming it awaits its
         answer and nothing it refused waits for a retry (a helper drops its stale paths at End-of-RIB)."""
         if not self.end_of_rib_due:
             return
-        desired = self.table.desired_attributes
         ready = {
             peer
             for peer in self.end_of_rib_due
             if not self.in_flight[peer]
-            and all(self.announced.of(prefix, peer) == desired(prefix) for prefix in self.retry.get(peer, ()))
+            and all(
+                self.announced.of(prefix, peer) == self._desired_for(prefix, peer)
+                for prefix in self.retry.get(peer, ())
+            )
         }
         if not ready:
             return

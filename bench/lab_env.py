@@ -136,7 +136,8 @@ def split_environment(environment: Mapping[str, str]) -> tuple[dict[str, str], d
 
 
 def announcer_config(speaker: Mapping[str, Any], environment: Mapping[str, str]) -> dict[str, Any]:
-    """The announcer configuration of the benchmark node: cluster IPs only, no attributes beyond next-hop."""
+    """The announcer configuration of the benchmark node: cluster IPs only, no attributes beyond next-hop (but the
+    communities the soak annotates)."""
     return {
         "node_name": NODE,
         "bgp": {
@@ -146,6 +147,7 @@ def announcer_config(speaker: Mapping[str, Any], environment: Mapping[str, str])
             "peers": [{"address": ROUTER[family], "peer_as": 64512} for family in FAMILIES],
         },
         "announce": {"cluster_ips": True},
+        "annotations": {"communities": {"enabled": True, "allowlist": ["64513:*"]}},  # the soak's (soak_model.py)
         "speaker": {**speaker, "environment": dict(environment), "announcer_command": "announcer"},
         "log_level": "info",
     }

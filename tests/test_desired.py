@@ -195,12 +195,14 @@ def test_spec_cluster_ip_alone_is_used_when_cluster_ips_is_missing() -> None:
 
 
 def test_attributes_come_from_the_kind_over_the_defaults_then_from_annotations() -> None:
-    """Per-kind settings override defaults; valid annotations override both; invalid ones are ignored."""
+    """Per-kind settings override defaults; valid annotations the admin allows override both; invalid ones are
+    ignored."""
     config = make_config(
         attributes={
             "default": {"communities": ["64513:1"], "med": 5},
             "load_balancer_ip": {"communities": ["64513:2"], "local_preference": 300},
-        }
+        },
+        annotations={"med": {"enabled": True}, "large_communities": {"enabled": True, "allowlist": ["64513:*:*"]}},
     )
     obj = service(
         "web",

@@ -488,3 +488,20 @@ def test_no_endpoint_anywhere_is_counted_under_its_own_reason(api: FakeApiServer
     eventually(lambda: not_announced() == 0, "the reason cleared")
     api.delete("Service", "default", "anycast")
     api.delete("EndpointSlice", "default", "anycast-ipv4")
+
+
+def test_annotations_the_policy_refuses_are_counted_by_annotation_and_rule(
+    api: FakeApiServer, running: Running
+) -> None:
+    """A Service setting MED without the admin allowing it: counted under (med, enabled) while it exists."""
+    running.ready()
+    api.apply(service("web", ["198.51.100.10"], annotations={"bgp.announcer.io/med": "0"}))
+    running.exabgp.wait_for(lambda: running.v4() == {"198.51.100.10/32"})
+
+    def refused() -> float:
+        key = ("announcer_annotations_refused", (("annotation", "med"), ("rule", "enabled")))
+        return scrape(running.port).get(key, -1)
+
+    eventually(lambda: refused() == 1, "the refused MED annotation")
+    api.delete("Service", "default", "web")
+    eventually(lambda: refused() == 0, "the count back to 0")

@@ -134,3 +134,15 @@ def test_render_into_a_reader_that_has_gone_exits_quietly(tmp_path: Path) -> Non
     errors = done.stderr.decode()
     assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
     assert done.returncode == 0
+
+
+def test_render_names_each_annotation_the_policy_would_ignore(tmp_path: Path) -> None:
+    """A preview before an upgrade: the refused annotation on stderr, the route with the configured attributes."""
+    annotated = service("web", ["198.51.100.10"], annotations={"bgp.announcer.io/communities": "blackhole"})
+    result = run_render(tmp_path, [annotated], "node-a", "json")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "Service default/web: metadata.annotations[bgp.announcer.io/communities]: refused by "
+        "annotations.communities.enabled (annotations of this kind are not enabled); ignored"
+    ) in result.stderr
+    assert "65535:666" not in result.stdout
