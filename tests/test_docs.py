@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = sorted(
@@ -53,3 +54,24 @@ def test_calico_nodes_bird_is_asked_with_birdcl_on_its_own_socket() -> None:
     for client, socket in commands:
         assert (client, socket) in (("birdcl", "/var/run/calico/bird.ctl"), ("birdcl6", "/var/run/calico/bird6.ctl"))
     assert {client for client, _ in commands} == {"birdcl", "birdcl6"}
+
+
+def test_the_operations_guide_states_the_cluster_roles_grants_exactly() -> None:
+    """docs/operations.md's row for base/rbac.yaml names each resource with exactly the verbs the ClusterRole grants
+    (it once said "nothing else" while the role also granted nodes)."""
+    rbac = yaml.safe_load_all((ROOT / "deploy" / "base" / "rbac.yaml").read_text(encoding="utf-8"))
+    role = next(document for document in rbac if document and document["kind"] == "ClusterRole")
+    granted = {
+        (f"{group}/{resource}" if group else resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `base/rbac.yaml` |"))
+    stated: dict[str, set[str]] = {}
+    for verbs, resources in re.findall(r"((?:`\w+`(?:, | and |,? and )?)+) on ((?:`[\w./]+`(?: and )?)+)", row):
+        for resource in re.findall(r"`([\w./]+)`", resources):
+            stated[resource] = set(re.findall(r"`(\w+)`", verbs))
+    assert stated == granted
+    assert "nothing else" not in row
