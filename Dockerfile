@@ -21,11 +21,11 @@ RUN apt-get update \
     && python3 -m venv /opt/announcer
 
 WORKDIR /src
-# The dependencies first, from pyproject.toml alone: a change to the announcer's code reuses this layer.
+# The dependencies first, pinned and hashed (requirements/image.txt, pip-compile's lock of pyproject.toml's
+# dependencies): two builds of one commit install the same files, and a change to the code reuses this layer.
+COPY requirements/image.txt ./requirements.txt
+RUN /opt/announcer/bin/pip install --require-hashes --no-deps -r requirements.txt
 COPY pyproject.toml ./
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > requirements.txt \
-    && /opt/announcer/bin/pip install -r requirements.txt
 # README.m[d]: copied when present (pyproject.toml names it), without failing when it is not.
 COPY README.m[d] ./
 COPY announcer ./announcer
