@@ -492,5 +492,5 @@ def test_with_the_real_api_server_every_sample_reaches_frr_through_bird_and_loca
         item["nodeName"] = NODE_B
     lab.api.apply([moved])
     ipv4_local = [address for address in LOCAL_ON_A if "." in address]
-    local_nodes = dict.fromkeys(ipv4_local, (NODE_B,))
+    local_nodes: dict[str, tuple[str, ...]] = dict.fromkeys(ipv4_local, (NODE_B,))
     wait_for_samples(lab, {**sample_announcements(local_nodes), **kubernetes_service})
