@@ -68,6 +68,7 @@ class Plan:
     seed_threads: int = 16
     sync_timeout: float = 600.0
     delivery_timeout: float = 120.0
+    idle_seconds: float = 5.0  # kube-apiserver's CPU at rest is measured over this long before each run
 
 
 # --- requests --------------------------------------------------------------------------------------------------------
@@ -79,6 +80,14 @@ class Client:
         self.host, self.port = address.hostname or "127.0.0.1", address.port or 443
         self.context = ssl.create_default_context(cafile=str(plane.ca_path))
         self.local = threading.local()
+        self.opened: list[http.client.HTTPSConnection] = []
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        with self.lock:
+            for connection in self.opened:
+                connection.close()
+            self.opened = []
 
     def request(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
         for attempt in (1, 2):
@@ -86,6 +95,8 @@ class Client:
             if connection is None:
                 connection = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=60)
                 self.local.connection = connection
+                with self.lock:
+                    self.opened.append(connection)
             data = None if body is None else json.dumps(body).encode()
             headers = {"Authorization": f"Bearer {ADMIN.token}", "Content-Type": "application/json"}
             try:
@@ -305,7 +316,7 @@ def one_run(
     pid = plane.apiserver.pid
     load = os.getloadavg()[0]
     idle_started, idle_cpu = time.monotonic(), process_cpu_seconds(pid)
-    time.sleep(5.0)
+    time.sleep(plan.idle_seconds)
     idle_rate = (process_cpu_seconds(pid) - idle_cpu) / (time.monotonic() - idle_started)
     rss_before = status_mb(pid, "VmRSS")
     reset_peak_rss(pid)
@@ -400,8 +411,8 @@ def run(
     """Seed once, then every K `plan.runs` times: (seeding figures, figures per K per run)."""
     plane = ControlPlane(workdir / "controlplane", service_cidrs=SERVICE_CIDRS)
     plane.start(progress=progress)
+    client = Client(plane)
     try:
-        client = Client(plane)
         progress(f"seeding {plan.services} Services and {2 * plan.services} EndpointSlices")
         seeded = seed(client, plan.services, plan.dual_stack, plan.seed_threads)
         seeded["apiserver_rss_seeded"] = status_mb(plane.apiserver.pid, "VmRSS") if plane.apiserver else 0.0
@@ -424,4 +435,5 @@ def run(
                 progress(f"K={count} run {attempt + 1}: " + json.dumps({k: round(v, 4) for k, v in figures.items()}))
         return seeded, results
     finally:
+        client.close()
         plane.stop()

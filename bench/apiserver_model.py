@@ -258,9 +258,9 @@ def marginal(run: Mapping[str, float], alone: Sequence[Mapping[str, float]], nod
 
 # --- the table -------------------------------------------------------------------------------------------------------
 ROWS = (
-    ("first_sync_log_median", "announcer first sync, 'first sync:' logged (median of K)", "s", 2),
-    ("first_sync_log_max", "announcer first sync, 'first sync:' logged (slowest of K)", "s", 2),
-    ("first_sync_out_max", "every announcer's first-sync commands out (from the first start)", "s", 2),
+    ("first_sync_log_median", "first sync complete, 'first sync:' logged, from its start (median of K)", "s", 2),
+    ("first_sync_log_max", "first sync complete, 'first sync:' logged, from its start (slowest of K)", "s", 2),
+    ("first_sync_out_max", "every route of every announcer out (from the first start)", "s", 2),
     ("apiserver_cpu_sync", "kube-apiserver CPU, K announcers listing and watching", "s", 2),
     ("apiserver_cpu_changes", "kube-apiserver CPU over the changes (K = 0: the writes alone)", "s", 2),
     ("apiserver_cpu_per_change_node", "kube-apiserver CPU per change per node, beyond K = 0", "ms", 3),
@@ -293,7 +293,7 @@ def render(runs: Mapping[int, Sequence[Mapping[str, float]]], heading: str) -> s
         for k in columns:
             scale = 1.0 if key in KEPT_IN_MB else SCALE.get(unit, 1.0)
             summary = Summary.of(run[key] * scale for run in runs[k] if key in run)
-            cells.append("n/a" if summary is None else summary.text(unit, digits))
+            cells.append("n/a" if summary is None else summary.text(unit, digits).replace("  ", " "))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
