@@ -369,6 +369,9 @@ def one_run(
         "apiserver_rss_before": rss_before,
         "apiserver_peak_rss": peak,
         "list_bytes_per_node": sum(list_bytes.get(r, 0.0) for r in WATCHED) / count / 1e6,
+        "list_bytes_services_per_node": list_bytes.get("services", 0.0) / count / 1e6,
+        "watch_bytes_per_event": sum(watch_bytes.get(r, 0.0) for r in WATCHED)
+        / max(1.0, sum(watch_events.get(r, 0.0) for r in WATCHED)),
         "watch_bytes_total": sum(watch_bytes.get(r, 0.0) for r in WATCHED),
         "watch_events_total": sum(watch_events.get(r, 0.0) for r in WATCHED),
         "changes_made": float(len(writes)),
@@ -401,6 +404,8 @@ def _writes_alone(
         "apiserver_peak_rss": status_mb(pid, "VmHWM"),
         "watch_bytes_total": sum(watch_bytes.get(r, 0.0) for r in WATCHED),
         "watch_events_total": sum(watch_events.get(r, 0.0) for r in WATCHED),
+        "watch_bytes_per_event": sum(watch_bytes.get(r, 0.0) for r in WATCHED)
+        / max(1.0, sum(watch_events.get(r, 0.0) for r in WATCHED)),
         "changes_made": float(len(writes)),
     }
 

@@ -268,8 +268,10 @@ ROWS = (
     ("apiserver_rss_before", "kube-apiserver RSS before the announcers", "MB", 0),
     ("apiserver_peak_rss", "kube-apiserver peak RSS (VmHWM) during the run", "MB", 0),
     ("list_bytes_per_node", "LIST bytes per node (first sync)", "MB", 1),
+    ("list_bytes_services_per_node", "of which Services", "MB", 1),
     ("watch_bytes_per_node_change", "watch bytes sent per node per change (Services, EndpointSlices)", "B", 0),
     ("watch_events_per_node_change", "watch events per node per change", "", 2),
+    ("watch_bytes_per_event", "bytes per watch event (K = 0: kube-apiserver's own watchers, protobuf)", "B", 0),
     ("watch_bytes_total", "watch bytes sent over the changes, kube-apiserver's own watchers included", "MB", 2),
     ("latency_p50", "write -> every announcer's command line, p50", "ms", 1),
     ("latency_p99", "write -> every announcer's command line, p99", "ms", 1),
@@ -280,7 +282,7 @@ ROWS = (
 SCALE = {"ms": 1000.0, "MB": 1e-6}  # seconds shown in ms, bytes in MB
 
 
-KEPT_IN_MB = {"apiserver_rss_before", "apiserver_peak_rss", "list_bytes_per_node"}
+KEPT_IN_MB = {"apiserver_rss_before", "apiserver_peak_rss", "list_bytes_per_node", "list_bytes_services_per_node"}
 
 
 def render(runs: Mapping[int, Sequence[Mapping[str, float]]], heading: str) -> str:
