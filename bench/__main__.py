@@ -16,6 +16,7 @@ from types import FrameType
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 10_000, 25_000, 50_000)
+APISERVER_BEGIN, APISERVER_END = "<!-- apiserver results begin -->", "<!-- apiserver results end -->"
 REFERENCE_UP_TO = 25_000  # by default, the reference rows (no goal's figure) are measured up to this size
 
 
@@ -94,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     apiserver.add_argument("--rate", type=float, default=50.0, help="changes a second (default 50)")
     apiserver.add_argument("--runs", type=int, default=1, dest="apiserver_runs", help="runs per K (default 1)")
     apiserver.add_argument("--workdir", type=Path, dest="apiserver_workdir", help="run directory (logs, json)")
+    apiserver.add_argument("--markdown", type=Path, dest="apiserver_markdown", help="also write the table into this "
+                           "Markdown file (between its apiserver markers)")  # fmt: skip
     exabgp_profile = commands.add_parser("exabgp-profile", help="ExaBGP's own cProfile of one floor bulk load")
     exabgp_profile.add_argument("--size", type=_sizes, default=[10_000])
     return parser
@@ -214,7 +217,12 @@ def _apiserver(arguments: argparse.Namespace) -> int:
         f"{plan.seed_threads} parallel POSTs: Services {seeded['services_per_second']:.0f}/s, EndpointSlices "
         f"{seeded['endpointslices_per_second']:.0f}/s"
     )
-    print(render(results, heading))
+    table = render(results, heading)
+    print(table)
+    if arguments.apiserver_markdown is not None:
+        from bench.markdown import replace_results
+
+        replace_results(arguments.apiserver_markdown, table, APISERVER_BEGIN, APISERVER_END)
     print(f"bench apiserver: {time.monotonic() - started:.0f} s; run directory {workdir}", file=sys.stderr)
     return 0
 
