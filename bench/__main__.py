@@ -94,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     apiserver.add_argument("--changes", type=int, default=1000, help="Services created then deleted (default 1000)")
     apiserver.add_argument("--rate", type=float, default=50.0, help="changes a second (default 50)")
     apiserver.add_argument("--runs", type=int, default=1, dest="apiserver_runs", help="runs per K (default 1)")
+    apiserver.add_argument(
+        "--raw-watchers",
+        type=_sizes,
+        default=[],
+        help="also: this many plain watches of Services (no announcer) read the changes, e.g. 500: kube-apiserver's "
+        "CPU per watch",
+    )
     apiserver.add_argument("--workdir", type=Path, dest="apiserver_workdir", help="run directory (logs, json)")
     apiserver.add_argument("--markdown", type=Path, dest="apiserver_markdown", help="also write the table into this "
                            "Markdown file (between its apiserver markers)")  # fmt: skip
@@ -199,16 +206,17 @@ def _run(argv: list[str] | None) -> int:
 def _apiserver(arguments: argparse.Namespace) -> int:
     """The API-server benchmark (normal priority: it measures kube-apiserver beside whatever else runs here)."""
     from bench.apiserver import Plan, run
-    from bench.apiserver_model import render
+    from bench.apiserver_model import RAW_ROWS, render
 
     workdir = arguments.apiserver_workdir or Path(tempfile.mkdtemp(prefix="announcer-bench-apiserver-"))
     plan = Plan(
         nodes=arguments.nodes, services=arguments.services[0], dual_stack=arguments.dual_stack,
         changes=arguments.changes, rate=arguments.rate, runs=arguments.apiserver_runs,
+        raw_watchers=arguments.raw_watchers,
     )  # fmt: skip
     started = time.monotonic()
-    seeded, results = run(workdir, plan, lambda line: print(line, file=sys.stderr, flush=True))
-    document = {"plan": dataclasses.asdict(plan), "seeded": seeded, "runs": results}
+    seeded, results, raw = run(workdir, plan, lambda line: print(line, file=sys.stderr, flush=True))
+    document = {"plan": dataclasses.asdict(plan), "seeded": seeded, "runs": results, "raw_watchers": raw}
     (workdir / "apiserver.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
     heading = (
         f"API server benchmark {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC: {plan.services} Services "
@@ -218,6 +226,8 @@ def _apiserver(arguments: argparse.Namespace) -> int:
         f"{seeded['endpointslices_per_second']:.0f}/s"
     )
     table = render(results, heading)
+    if raw:
+        table += "\n" + render(raw, "Plain watches of Services (bench/watchers.py), no announcer:", RAW_ROWS, "M")
     print(table)
     if arguments.apiserver_markdown is not None:
         from bench.markdown import replace_results

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import queue
 import signal
@@ -44,6 +45,7 @@ from bench.apiserver_model import (
     service,
 )
 from bench.stats import process_cpu_seconds
+from bench.watchers import RawWatchers
 from lab.controlplane import ADMIN, ANNOUNCER, ControlPlane
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -68,6 +70,7 @@ class Plan:
     seed_threads: int = 16
     sync_timeout: float = 600.0
     delivery_timeout: float = 120.0
+    raw_watchers: Sequence[int] = ()  # counts of plain watches of Services measured after the announcers
     idle_seconds: float = 5.0  # kube-apiserver's CPU at rest is measured over this long before each run
 
 
@@ -385,15 +388,24 @@ def one_run(
 def _writes_alone(
     *,
     plane: ControlPlane, client: Client, plan: Plan, start_index: int, load: float, idle_rate: float,
-    rss_before: float,
+    rss_before: float, watchers: int = 0,
 ) -> dict[str, float]:  # fmt: skip
-    """K = 0: the same changes with no announcer, so what kube-apiserver's own watchers and the writes cost."""
+    """K = 0: the same changes with no announcer, so what kube-apiserver's own watchers and the writes cost; with
+    `watchers`, that many plain watches of Services read them too (bench/watchers.py)."""
     assert plane.apiserver is not None
     pid = plane.apiserver.pid
-    before, cpu_before = scrape(client), process_cpu_seconds(pid)
-    writes = make_changes(client, plan.changes, plan.rate, start_index)
-    time.sleep(1.0)
-    after, cpu_after = scrape(client), process_cpu_seconds(pid)
+    raw = RawWatchers(plane, watchers).start() if watchers else None
+    try:
+        time.sleep(1.0 if watchers else 0.0)
+        before, cpu_before = scrape(client), process_cpu_seconds(pid)
+        read_before = sum(raw.read) if raw else 0
+        writes = make_changes(client, plan.changes, plan.rate, start_index)
+        time.sleep(1.0)
+        after, cpu_after = scrape(client), process_cpu_seconds(pid)
+        read = (sum(raw.read) - read_before) if raw else 0
+    finally:
+        if raw is not None:
+            raw.close()
     watch_bytes = delta(before["watch_bytes"], after["watch_bytes"])
     watch_events = delta(before["watch_events"], after["watch_events"])
     return {
@@ -407,13 +419,16 @@ def _writes_alone(
         "watch_bytes_per_event": sum(watch_bytes.get(r, 0.0) for r in WATCHED)
         / max(1.0, sum(watch_events.get(r, 0.0) for r in WATCHED)),
         "changes_made": float(len(writes)),
+        "client_bytes_per_watcher_change": read / max(1, watchers) / max(1, len(writes)),
     }
 
 
-def run(
-    workdir: Path, plan: Plan, progress: Callable[[str], None]
-) -> tuple[dict[str, float], dict[int, list[dict[str, float]]]]:
-    """Seed once, then every K `plan.runs` times: (seeding figures, figures per K per run)."""
+Runs = dict[int, list[dict[str, float]]]
+
+
+def run(workdir: Path, plan: Plan, progress: Callable[[str], None]) -> tuple[dict[str, float], Runs, Runs]:
+    """Seed once, then every K `plan.runs` times, then every count of plain watches `plan.runs` times: (seeding
+    figures, figures per K per run, figures per count of plain watches per run)."""
     plane = ControlPlane(workdir / "controlplane", service_cidrs=SERVICE_CIDRS)
     plane.start(progress=progress)
     client = Client(plane)
@@ -438,7 +453,18 @@ def run(
                 if count:
                     figures.update(marginal(figures, results.get(0, []), count))
                 progress(f"K={count} run {attempt + 1}: " + json.dumps({k: round(v, 4) for k, v in figures.items()}))
-        return seeded, results
+        raw: Runs = {}
+        for watchers in plan.raw_watchers:
+            for attempt in range(plan.runs):
+                figures = _writes_alone(
+                    plane=plane, client=client, plan=plan, start_index=serial * plan.changes,
+                    load=os.getloadavg()[0], idle_rate=math.nan, rss_before=math.nan, watchers=watchers,
+                )  # fmt: skip
+                serial += 1
+                figures.update(marginal(figures, results.get(0, []), watchers))
+                raw.setdefault(watchers, []).append(figures)
+                progress(f"M={watchers} run {attempt + 1}: " + json.dumps({k: round(v, 4) for k, v in figures.items()}))
+        return seeded, results, raw
     finally:
         client.close()
         plane.stop()

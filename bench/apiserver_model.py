@@ -285,12 +285,29 @@ SCALE = {"ms": 1000.0, "MB": 1e-6}  # seconds shown in ms, bytes in MB
 KEPT_IN_MB = {"apiserver_rss_before", "apiserver_peak_rss", "list_bytes_per_node", "list_bytes_services_per_node"}
 
 
-def render(runs: Mapping[int, Sequence[Mapping[str, float]]], heading: str) -> str:
+RAW_ROWS = (
+    ("apiserver_cpu_changes", "kube-apiserver CPU over the changes", "s", 2),
+    ("apiserver_cpu_per_change_node", "kube-apiserver CPU per change per watch, beyond K = 0", "ms", 4),
+    ("watch_bytes_per_node_change", "watch bytes sent per watch per change (its /metrics)", "B", 0),
+    (
+        "client_bytes_per_watcher_change",
+        "bytes read per watch per change (client side: the JSON lines)",
+        "B",
+        0,
+    ),
+    ("load", "machine load average (1 min) at the start of the run", "", 2),
+)
+
+
+def render(
+    runs: Mapping[int, Sequence[Mapping[str, float]]], heading: str, rows: Sequence[tuple[str, str, str, int]] = ROWS,
+    column: str = "K",
+) -> str:  # fmt: skip
     """A Markdown table: one column per K (median of the runs, with min-max), one row per figure."""
     columns = sorted(runs)
-    lines = [heading, "", "| figure | " + " | ".join(f"K = {k}" for k in columns) + " |"]
+    lines = [heading, "", "| figure | " + " | ".join(f"{column} = {k}" for k in columns) + " |"]
     lines.append("|---|" + "---|" * len(columns))
-    for key, label, unit, digits in ROWS:
+    for key, label, unit, digits in rows:
         cells = []
         for k in columns:
             scale = 1.0 if key in KEPT_IN_MB else SCALE.get(unit, 1.0)

@@ -168,8 +168,9 @@ def test_the_table_has_a_column_per_k_and_a_row_per_figure() -> None:
 @pytest.mark.timeout(120)
 def test_a_small_real_run_reaches_every_announcer_with_every_change(tmp_path: Path) -> None:
     """K = 0 and K = 2 against the real kube-apiserver: 50 Services, 100 EndpointSlices, 20 changes."""
-    plan = Plan(nodes=(0, 2), services=50, dual_stack=10, changes=20, rate=50.0, runs=1, idle_seconds=1.0)
-    seeded, results = run(tmp_path, plan, lambda line: None)
+    plan = Plan(nodes=(0, 2), services=50, dual_stack=10, changes=20, rate=50.0, runs=1, idle_seconds=1.0,
+                raw_watchers=(3,))  # fmt: skip
+    seeded, results, raw = run(tmp_path, plan, lambda line: None)
     assert seeded["services_per_second"] > 0
     assert sorted(results) == [0, 2]
     (figures,) = results[2]
@@ -181,3 +182,6 @@ def test_a_small_real_run_reaches_every_announcer_with_every_change(tmp_path: Pa
     assert figures["first_sync_log_max"] > 0
     assert figures["apiserver_peak_rss"] > 0
     assert f"| {ROWS[0][1]} | n/a |" in render(results, "heading")
+    (plain,) = raw[3]  # three plain watches read every change too, as many bytes as the announcers' watches
+    assert plain["client_bytes_per_watcher_change"] >= plain["watch_bytes_per_node_change"] * 0.9
+    assert plain["watch_bytes_per_node_change"] == pytest.approx(figures["watch_bytes_per_node_change"], rel=0.1)
