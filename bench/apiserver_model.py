@@ -106,7 +106,7 @@ def seed_objects(services: int, dual_stack: int) -> tuple[list[dict[str, object]
 
 def expected_prefixes(services: int, dual_stack: int) -> int:
     """Prefixes each node announces once synced: one per address, and the `kubernetes` Service's 198.51.100.1."""
-    return services + dual_stack + 1
+    return services + min(dual_stack, services) + 1
 
 
 # --- what each null ExaBGP saw ---------------------------------------------------------------------------------------

@@ -149,6 +149,7 @@ def test_the_seeded_objects_use_documentation_prefixes_and_two_slices_per_servic
     assert all(any(ipaddress.ip_address(a) in net for net in DOCUMENTATION) for a in addresses)
     assert len({a for s in services for a in s["spec"]["clusterIPs"]}) == 300 + DUAL_STACK_LIMIT  # type: ignore[index]
     assert expected_prefixes(300, DUAL_STACK_LIMIT) == 300 + DUAL_STACK_LIMIT + 1  # and the `kubernetes` Service
+    assert expected_prefixes(50, DUAL_STACK_LIMIT) == 50 + 50 + 1  # fewer Services than the dual-stack count
     with pytest.raises(ValueError, match="dual-stack"):
         seed_objects(300, DUAL_STACK_LIMIT + 1)
 
