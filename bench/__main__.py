@@ -16,6 +16,7 @@ from types import FrameType
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 10_000, 25_000, 50_000)
+APISERVER_BEGIN, APISERVER_END = "<!-- apiserver results begin -->", "<!-- apiserver results end -->"
 REFERENCE_UP_TO = 25_000  # by default, the reference rows (no goal's figure) are measured up to this size
 
 
@@ -75,6 +76,34 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_argument("--markdown", type=Path, dest="soak_markdown", help="also write the soak's section into this "
                       "Markdown file (between its soak markers)")  # fmt: skip
     soak.add_argument("--workdir", type=Path, dest="soak_workdir", help="run directory (logs, soak.json)")
+    apiserver = commands.add_parser(
+        "apiserver",
+        help="the real kube-apiserver's cost of K announcers: CPU, peak RSS, watch bytes, first sync, write-to-command "
+        "latency (no root needed)",
+    )
+    apiserver.add_argument(
+        "--nodes",
+        type=_sizes,
+        default=[0, 1, 10, 50],
+        help="announcers K (default 0,1,10,50; 0: the changes with no announcer, which the per-node figures subtract)",
+    )
+    apiserver.add_argument("--services", type=_sizes, default=[10_000], help="Services seeded (default 10k; "
+                           "2 EndpointSlices each)")  # fmt: skip
+    apiserver.add_argument("--dual-stack", type=int, default=240, help="how many of them are dual-stack (at most "
+                           "240: 198.51.100.0/24; the rest IPv6 SingleStack)")  # fmt: skip
+    apiserver.add_argument("--changes", type=int, default=1000, help="Services created then deleted (default 1000)")
+    apiserver.add_argument("--rate", type=float, default=50.0, help="changes a second (default 50)")
+    apiserver.add_argument("--runs", type=int, default=1, dest="apiserver_runs", help="runs per K (default 1)")
+    apiserver.add_argument(
+        "--raw-watchers",
+        type=_sizes,
+        default=[],
+        help="also: this many plain watches of Services (no announcer) read the changes, e.g. 500: kube-apiserver's "
+        "CPU per watch",
+    )
+    apiserver.add_argument("--workdir", type=Path, dest="apiserver_workdir", help="run directory (logs, json)")
+    apiserver.add_argument("--markdown", type=Path, dest="apiserver_markdown", help="also write the table into this "
+                           "Markdown file (between its apiserver markers)")  # fmt: skip
     exabgp_profile = commands.add_parser("exabgp-profile", help="ExaBGP's own cProfile of one floor bulk load")
     exabgp_profile.add_argument("--size", type=_sizes, default=[10_000])
     return parser
@@ -113,6 +142,8 @@ def _run(argv: list[str] | None) -> int:
         level=logging.DEBUG if arguments.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if arguments.command == "apiserver":
+        return _apiserver(arguments)
     _require_root()
     if not arguments.no_renice:
         os.nice(-10)  # inherited by FRR, ExaBGP, the API processes and BIRD, all started from here
@@ -169,6 +200,40 @@ def _run(argv: list[str] | None) -> int:
         replace_results(arguments.markdown, table)
         print(f"table written into {arguments.markdown}", file=sys.stderr)
     print(f"bench: {time.monotonic() - started:.0f} s; run directory {workdir}", file=sys.stderr)
+    return 0
+
+
+def _apiserver(arguments: argparse.Namespace) -> int:
+    """The API-server benchmark (normal priority: it measures kube-apiserver beside whatever else runs here)."""
+    from bench.apiserver import Plan, run
+    from bench.apiserver_model import RAW_ROWS, render
+
+    workdir = arguments.apiserver_workdir or Path(tempfile.mkdtemp(prefix="announcer-bench-apiserver-"))
+    plan = Plan(
+        nodes=arguments.nodes, services=arguments.services[0], dual_stack=arguments.dual_stack,
+        changes=arguments.changes, rate=arguments.rate, runs=arguments.apiserver_runs,
+        raw_watchers=arguments.raw_watchers,
+    )  # fmt: skip
+    started = time.monotonic()
+    seeded, results, raw = run(workdir, plan, lambda line: print(line, file=sys.stderr, flush=True))
+    document = {"plan": dataclasses.asdict(plan), "seeded": seeded, "runs": results, "raw_watchers": raw}
+    (workdir / "apiserver.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+    heading = (
+        f"API server benchmark {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC: {plan.services} Services "
+        f"({plan.dual_stack} dual-stack, the rest IPv6 SingleStack), {2 * plan.services} EndpointSlices, "
+        f"{plan.changes} changes at {plan.rate:.0f}/s; {plan.runs} run(s) per K, median (min-max); seeded by "
+        f"{plan.seed_threads} parallel POSTs: Services {seeded['services_per_second']:.0f}/s, EndpointSlices "
+        f"{seeded['endpointslices_per_second']:.0f}/s"
+    )
+    table = render(results, heading)
+    if raw:
+        table += "\n" + render(raw, "Plain watches of Services (bench/watchers.py), no announcer:", RAW_ROWS, "M")
+    print(table)
+    if arguments.apiserver_markdown is not None:
+        from bench.markdown import replace_results
+
+        replace_results(arguments.apiserver_markdown, table, APISERVER_BEGIN, APISERVER_END)
+    print(f"bench apiserver: {time.monotonic() - started:.0f} s; run directory {workdir}", file=sys.stderr)
     return 0
 
 
