@@ -32,7 +32,7 @@ from announcer.kube import (
     make_api_client,
     node_field_selector,
 )
-from announcer.state import Announcer, LoopEvent, NeighbourUp, Wake
+from announcer.state import Announcer, LoopEvent, Wake
 
 if TYPE_CHECKING:  # imported when metrics are on: prometheus_client is not needed without them
     from announcer.metrics import DaemonMetrics
@@ -294,7 +294,7 @@ def run_daemon(config: Config, early_signal: Callable[[], tuple[int, float] | No
         answers,
         max_in_flight=config.speaker.max_in_flight,
         ack_timeout=config.speaker.ack_timeout,
-        on_neighbour_up=lambda peer: events.put(NeighbourUp(peer)),
+        on_neighbour=events.put,
     )
     watchdog = StopWatchdog()
 

@@ -42,6 +42,7 @@ from announcer.reconcile import (
     plan_changes,
     render_commands,
 )
+from announcer.sessions import NeighbourEvent, Sessions, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +77,13 @@ class Answered:
     reads: int = 0  # how often ExaBGP's adj-rib-out had been read when the command was written
 
 
-@dataclass(frozen=True)
-class NeighbourUp:
-    """A BGP session came up: retry what that peer refused, then (graceful restart) its End-of-RIB."""
-
-    peer: str
-
-
 class Wake:
     """Nothing to apply: wakes the loop (a signal arrived)."""
 
 
-LoopEvent = WatchEvent[Converted] | Answered | NeighbourUp | Wake
+# A NeighbourEvent is a session's new state: logged and recorded; a session coming up gets what that peer refused at
+# once, then (graceful restart) its End-of-RIB.
+LoopEvent = WatchEvent[Converted] | Answered | NeighbourEvent | Wake
 
 
 class Announcer:
@@ -134,6 +130,7 @@ class Announcer:
         self.reads = 0  # reads of ExaBGP's adj-rib-out: an answer to a command written before the last says nothing
         self.recheck: set[Prefix] = set()  # refused before the last read: planned again against what it showed
         self.end_of_rib_due: set[IPAddress] = set()  # graceful restart: peers owed an End-of-RIB
+        self.sessions = Sessions(every_peer)  # each peer's BGP session, as ExaBGP told
 
     # --- events --------------------------------------------------------------------------------------------
     def handle(self, event: LoopEvent) -> None:
@@ -145,8 +142,8 @@ class Announcer:
             self._changed(event)
         elif isinstance(event, Answered):
             self._answered(event.command, event.accepted, stale=event.reads < self.reads)
-        elif isinstance(event, NeighbourUp):
-            self._neighbour_up(event.peer)
+        elif isinstance(event, NeighbourEvent):
+            self._neighbour(event)
 
     def _page(self, event: ListPage[Converted]) -> None:
         """Objects of a list page: added or updated now; deletions wait for the whole list."""
@@ -282,11 +279,24 @@ class Announcer:
                 if self.retry.get(peer):
                     self.retry_at[peer] = self.clock()
 
-    def _neighbour_up(self, text: str) -> None:
-        """A session came up: retry what that peer refused now; with graceful restart, it is owed an End-of-RIB
-        (sent once its routes are accepted)."""
-        peer = next((peer for peers in self.peers.values() for peer in peers if str(peer) == text), None)
-        if peer is None:
+    def _neighbour(self, event: NeighbourEvent) -> None:
+        """A session's state: recorded and logged when it changed. Up: retry what that peer refused now; with
+        graceful restart, it is owed an End-of-RIB (sent once its routes are accepted)."""
+        change = self.sessions.set(event.peer, event.state, time.time(), event.reason)
+        if change is not None:
+            why = f" ({change.reason})" if change.reason else ""
+            level = logging.WARNING if change.old is SessionState.UP else logging.INFO
+            log.log(
+                level,
+                "BGP session %s (%s): %s -> %s%s",
+                change.peer,
+                family_of(change.peer).value,
+                change.old.value,
+                change.new.value,
+                why,
+            )
+        peer = self.sessions.peer(event.peer)
+        if peer is None or event.state is not SessionState.UP:
             return
         self.backoff[peer].reset()
         if self.retry.get(peer):

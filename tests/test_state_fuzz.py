@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from announcer.kube import Changed, Resource
 from announcer.model import family_of
-from announcer.state import NeighbourUp
+from announcer.sessions import NeighbourEvent, SessionState
 from tests.factories import service
 from tests.test_state import Harness, RecordingSpeaker, held_line, svc
 
@@ -133,7 +133,7 @@ class AnnouncerMachine(RuleBasedStateMachine):
 
     @rule(peer=st.sampled_from(PEERS))
     def session_up(self, peer: str) -> None:
-        self.harness.announcer.handle(NeighbourUp(peer))
+        self.harness.announcer.handle(NeighbourEvent(peer, SessionState.UP))
 
     @rule()
     def loop(self) -> None:
