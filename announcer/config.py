@@ -289,7 +289,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 class Metrics(StrictModel):
     """The Prometheus and health endpoint."""
 
-    listen: str | None = Field(default=None, description="'HOST:PORT' for /metrics, /healthz, /readyz; unset: off.")
+    listen: str | None = Field(
+        default=None, description="'HOST:PORT' for /metrics, /healthz, /readyz, /status; unset: off."
+    )
     _address: tuple[str, int] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -116,6 +116,7 @@ class ExaBgpPipe:
         self.resyncs_total = 0
         self.stale_total = 0  # lines read that answered no command of this process (discarded)
         self.exabgp_version: str | None = None  # from the last synchronisation's 'exabgp <version>' line
+        self.last_error: tuple[float, str] | None = None  # time.time() and what of the last command not accepted
         self._reader = threading.Thread(target=self._read_answers, name="exabgp-reader", daemon=True)
 
     def start(self) -> None:
@@ -372,6 +373,9 @@ class ExaBgpPipe:
         pending.ok = result == "done"
         if result == "error":
             log.error("ExaBGP answered 'error' to: %s", pending.line[:200])
+        if result != "done":
+            what = "no answer from ExaBGP in time" if result == "timeout" else f"ExaBGP answered {result!r}"
+            self.last_error = (time.time(), f"{what} to: {pending.line[:200]}")
         pending.finished.set()
         self._lock.notify_all()
         if pending.on_ack is not None:
