@@ -315,7 +315,9 @@ def run_daemon(config: Config, early_signal: Callable[[], tuple[int, float] | No
     if address is not None:
         from announcer.metrics import DaemonMetrics
 
-        metrics = DaemonMetrics(announcer, pipe, address, peers=announcer)
+        metrics = DaemonMetrics(
+            announcer, pipe, address, peers=announcer, ready_requires_sessions=config.metrics.ready_requires_sessions
+        )
     if metrics is not None:
         announcer.on_commands = metrics.commands_written
     sink = events.put if metrics is None else metrics.stamping(events.put)

@@ -26,6 +26,7 @@ from announcer.kube import Changed, Relisted, ResourceWatcher
 from announcer.model import Attributes, Family, Kind, Prefix, family_of
 from announcer.policy import NODE_UNKNOWN_REASON
 from announcer.reconcile import Action, Command
+from announcer.sessions import SessionState
 from announcer.status import PeerBoard, PeerState, SessionCollector, status_document
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ ACK_RESULTS = ("done", "error", "timeout")
 STALE_KIND = "stale"
 
 READY = "ready: synced, and the pipe to ExaBGP is open\n"
+READY_WITH_SESSIONS = "ready: synced, the pipe to ExaBGP is open, a BGP session is up for every family\n"
 
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 
@@ -145,8 +147,10 @@ class DaemonMetrics:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         peers: PeerState | None = None,
+        ready_requires_sessions: bool = False,
     ) -> None:
         self.state = state
+        self.ready_requires_sessions = ready_requires_sessions
         self.pipe = pipe
         self.listen = listen  # (host, port), parsed once by the configuration
         self.healthy_within = healthy_within
@@ -297,7 +301,8 @@ class DaemonMetrics:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once the first full sync is done, while the pipe to ExaBGP is open, no list or watch is refused
-        (401/403), and, with a node-state rule on, this node's Node is known."""
+        (401/403), with a node-state rule on, this node's Node is known, and, with metrics.ready_requires_sessions,
+        every configured family has an established session."""
         if self.pipe.closed.is_set():
             return False, "not ready: the pipe to ExaBGP is closed\n"
         refused = [
@@ -309,7 +314,24 @@ class DaemonMetrics:
             return False, "not ready: waiting for the first full sync\n"
         if NODE_UNKNOWN_REASON in self.state.table.node_reasons:
             return False, f"not ready: Node {self.state.table.node} is not known, so node state announces nothing\n"
-        return True, READY
+        missing = self._families_without_session()
+        if missing:
+            return False, f"not ready: no established BGP session for {'; '.join(missing)}\n"
+        return True, READY_WITH_SESSIONS if self.ready_requires_sessions else READY
+
+    def _families_without_session(self) -> list[str]:
+        """With metrics.ready_requires_sessions: each configured family without an established session, and the
+        states of its peers."""
+        if not self.ready_requires_sessions or self.peers is None:
+            return []
+        sessions = self.peers.sessions.current  # replaced as a whole on each change: safe to read here
+        missing = []
+        for family in Family:
+            of_family = [session for session in sessions.values() if session.family is family]
+            if of_family and not any(session.state is SessionState.UP for session in of_family):
+                states = ", ".join(f"{session.peer} {session.state.value}" for session in of_family)
+                missing.append(f"{family.value} ({states})")
+        return missing
 
     def wsgi_app(self) -> WSGIApplication:
         """/metrics from the registry, /healthz and /readyz as 200 or 503 with a one-line reason."""

@@ -16,6 +16,7 @@ from announcer.metrics import DaemonMetrics
 from announcer.sessions import NeighbourEvent, SessionState
 from announcer.status import render_status_table, status_url
 from lab.fakeapi import FakeApiServer
+from tests.conftest import make_config
 from tests.exabgp_double import V4_PEERS, V6_PEER
 from tests.factories import service
 from tests.test_metrics import Running, eventually, free_port, get, pipe_to_exabgp, scrape, value
@@ -27,10 +28,12 @@ Served = tuple[DaemonMetrics, Harness, ExaBgpPipe]
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    """DaemonMetrics over a real Announcer (driven by a recording speaker)."""
+    """DaemonMetrics over a real Announcer (driven by a recording speaker), ready_requires_sessions on."""
     harness = Harness()
     with pipe_to_exabgp() as (pipe, _answers):
-        metrics = DaemonMetrics(harness.announcer, pipe, ("127.0.0.1", free_port()), peers=harness.announcer)
+        metrics = DaemonMetrics(
+            harness.announcer, pipe, ("127.0.0.1", free_port()), peers=harness.announcer, ready_requires_sessions=True
+        )
         metrics.serve([])
         yield metrics, harness, pipe
         metrics.close()
@@ -106,6 +109,7 @@ def test_status_tells_per_peer_state_routes_retries_readiness_the_last_error_and
         "at": 1_700_000_000.0,
         "message": "ExaBGP answered 'error' to: neighbor 192.0.2.1 announce route ...",
     }
+    assert document["ready"] is False
     six = next(peer for peer in document["peers"] if peer["peer"] == V6_PEER)
     assert (six["family"], six["state"], six["routes"], six["last_down_reason"]) == (
         "ipv6",
@@ -117,10 +121,46 @@ def test_status_tells_per_peer_state_routes_retries_readiness_the_last_error_and
 
     table = render_status_table(document, now=six["since"] + 75)
     lines = table.splitlines()
-    assert lines[0] == "exabgp 5.0.15; ready: synced, and the pipe to ExaBGP is open"
+    assert lines[0].startswith("exabgp 5.0.15; not ready: no established BGP session for ipv4")
     assert lines[1].split() == ["PEER", "FAMILY", "STATE", "FOR", "CHANGES", "ROUTES", "RETRIES", "LAST", "DOWN"]
     assert lines[4].split() == [V6_PEER, "ipv6", "down", "75s", "0", "1", "0", "connection", "refused"]
     assert "routes held: ipv4 1, ipv6 1" in lines
+
+
+def test_with_ready_requires_sessions_readyz_waits_for_a_session_per_family(served: Served) -> None:
+    """Before: /readyz said ready with every peer refusing connections."""
+    metrics, harness, _pipe = served
+    port = metrics.listen[1]
+    harness.list_everything(WEB)
+    assert get(port, "/readyz") == (
+        503,
+        "not ready: no established BGP session for ipv4 (192.0.2.1 unknown, 192.0.2.5 unknown); "
+        "ipv6 (2001:db8::1 unknown)\n",
+    )
+    harness.feed(NeighbourEvent("192.0.2.5", SessionState.UP))
+    assert get(port, "/readyz") == (503, "not ready: no established BGP session for ipv6 (2001:db8::1 unknown)\n")
+    harness.feed(NeighbourEvent(V6_PEER, SessionState.UP))
+    assert get(port, "/readyz") == (
+        200,
+        "ready: synced, the pipe to ExaBGP is open, a BGP session is up for every family\n",
+    )
+    harness.feed(NeighbourEvent(V6_PEER, SessionState.DOWN, "hold timer expired"))
+    assert get(port, "/readyz")[0] == 503
+
+
+def test_without_the_rule_readiness_ignores_sessions() -> None:
+    harness = Harness()
+    with pipe_to_exabgp() as (pipe, _answers):
+        metrics = DaemonMetrics(harness.announcer, pipe, ("127.0.0.1", free_port()), peers=harness.announcer)
+        harness.list_everything(WEB)
+        assert metrics.readiness() == (True, "ready: synced, and the pipe to ExaBGP is open\n")
+
+
+def test_ready_requires_sessions_without_a_metrics_port_is_warned_about() -> None:
+    assert make_config(metrics={"ready_requires_sessions": True}).warnings() == [
+        "metrics.ready_requires_sessions: true while metrics.listen is unset, so nothing serves /readyz"
+    ]
+    assert make_config(metrics={"ready_requires_sessions": True, "listen": "127.0.0.1:9000"}).warnings() == []
 
 
 @pytest.mark.parametrize(
