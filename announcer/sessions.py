@@ -6,6 +6,7 @@
 #     neighbor 192.0.2.1 down - <reason>    the session or the connection closed (reason: peer-supplied text too)
 # and answers 'show neighbor summary' (bgp/neighbor.py `summary`) with a header, then one line per peer:
 #     192.0.2.1       64512    0:00:12 established           3          0
+#     192.0.2.9       64512 1 day, 2:03:04 established       3          0
 #     2001:db8::1     64512       down active                0          0
 # A respawned API process is told nothing about sessions already up: the summary is how it learns them.
 
@@ -29,7 +30,10 @@ class SessionState(Enum):
 
 
 _EVENT = re.compile(r"^neighbor (?P<peer>[0-9a-fA-F.:]+) (?P<state>up|down|connected)(?: -(?: (?P<reason>.*))?)?$")
-_SUMMARY = re.compile(r"^(?P<peer>[0-9a-fA-F.:]+)\s+\S+\s+\S+\s+(?P<fsm>[a-z]+)\s+\d+\s+\d+$")
+# The up/down column may hold spaces ("1 day, 2:03:04"): the state is found by its name, before the two counters.
+_SUMMARY = re.compile(
+    r"^(?P<peer>[0-9a-fA-F.:]+)\s.*\s(?P<fsm>idle|active|connect|opensent|openconfirm|established)\s+\d+\s+\d+$"
+)
 # Peer-supplied text in a 'down' reason: kept printable and short before it reaches a log line or /status.
 _REASON_CHARS = re.compile(r"[^ -~]")
 REASON_MAX = 200
@@ -69,6 +73,13 @@ def parse_neighbor_summary(lines: Iterable[str]) -> dict[str, SessionState]:
         else:
             states[match["peer"]] = SessionState.DOWN
     return states
+
+
+@dataclass(frozen=True)
+class SessionsRead:
+    """ExaBGP's answer to 'show neighbor summary' at start-up: each peer's state (parse_neighbor_summary)."""
+
+    states: Mapping[str, SessionState]
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,8 @@ class Sessions:
             return None
         session = self.current[peer]
         if session.state is state:
+            if state is SessionState.DOWN and reason and reason != session.last_down_reason:  # down again, anew
+                self.current = {**self.current, peer: replace(session, last_down_reason=reason)}
             return None
         changed = replace(
             session,

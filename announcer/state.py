@@ -42,7 +42,7 @@ from announcer.reconcile import (
     plan_changes,
     render_commands,
 )
-from announcer.sessions import NeighbourEvent, Sessions, SessionState
+from announcer.sessions import NeighbourEvent, Sessions, SessionsRead, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class Wake:
 
 # A NeighbourEvent is a session's new state: logged and recorded; a session coming up gets what that peer refused at
 # once, then (graceful restart) its End-of-RIB.
-LoopEvent = WatchEvent[Converted] | Answered | NeighbourEvent | Wake
+# SessionsRead: every peer's state, read once at start-up (a respawned process is told nothing of sessions up).
+LoopEvent = WatchEvent[Converted] | Answered | NeighbourEvent | SessionsRead | Wake
 
 
 class Announcer:
@@ -120,6 +121,9 @@ class Announcer:
         self.synced_at: float | None = None
         self.problems: dict[tuple[ObjectKind, ObjectKey], tuple[Problem, ...]] = {}
         self.on_commands: Callable[[list[Command], float], None] | None = None
+        # Called once, when ExaBGP's adj-rib-out was first read (nothing of ours in flight): the daemon reads the
+        # sessions' states then ('show neighbor summary') and posts them as SessionsRead.
+        self.on_first_read: Callable[[], None] | None = None
         every_peer = [peer for peers in self.peers.values() for peer in peers]
         self.retry: dict[IPAddress, set[Prefix]] = {}  # per peer: prefixes to send it again
         self.retry_at: dict[IPAddress, float] = {}
@@ -144,6 +148,9 @@ class Announcer:
             self._answered(event.command, event.accepted, stale=event.reads < self.reads)
         elif isinstance(event, NeighbourEvent):
             self._neighbour(event)
+        elif isinstance(event, SessionsRead):
+            for peer, state in event.states.items():
+                self._neighbour(NeighbourEvent(peer, state))
 
     def _page(self, event: ListPage[Converted]) -> None:
         """Objects of a list page: added or updated now; deletions wait for the whole list."""
@@ -335,6 +342,8 @@ class Announcer:
             self._read_held()
             if not self.queried:
                 self.held_at_start = len(self.announced)
+                if self.on_first_read is not None:
+                    self.on_first_read()
             self.queried = True
         prefixes = self.table.take_dirty() | self.recheck
         self.recheck = set()

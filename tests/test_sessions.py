@@ -14,6 +14,7 @@ from announcer.model import Family
 from announcer.sessions import (
     NeighbourEvent,
     Sessions,
+    SessionsRead,
     SessionState,
     parse_neighbor_summary,
     parse_neighbour_event,
@@ -63,11 +64,13 @@ def test_the_summary_of_exabgp_5_tells_each_peer_s_state() -> None:
         "192.0.2.1       64512     0:00:12 established           3          0",
         "192.0.2.5       64512        down active                0          0",
         "2001:db8::1     64512        down opensent              0          0",
+        "192.0.2.9       64512   1 day, 2:03:04 established      12          0",
     ]
     assert parse_neighbor_summary(answer) == {
         "192.0.2.1": SessionState.UP,
         "192.0.2.5": SessionState.DOWN,
         "2001:db8::1": SessionState.CONNECTED,
+        "192.0.2.9": SessionState.UP,
     }
 
 
@@ -77,6 +80,9 @@ def test_sessions_record_a_change_once_count_changes_between_known_states_and_ke
     first = sessions.set("192.0.2.1", SessionState.DOWN, 10.0, "connection refused")
     assert first is not None and (first.old, first.new) == (SessionState.UNKNOWN, SessionState.DOWN)
     assert sessions.set("192.0.2.1", SessionState.DOWN, 11.0) is None, "the same state twice is no change"
+    sessions.set("192.0.2.1", SessionState.DOWN, 11.5, "hold timer expired")
+    assert sessions.current[PEER4].last_down_reason == "hold timer expired", "but a new reason is kept"
+    sessions.set("192.0.2.1", SessionState.DOWN, 11.8, "connection refused")
     sessions.set("192.0.2.1", SessionState.CONNECTED, 12.0)
     sessions.set("192.0.2.1", SessionState.UP, 13.0)
     session = sessions.current[PEER4]
@@ -104,6 +110,29 @@ def test_every_session_change_is_logged_with_the_peer_family_and_old_and_new_sta
     ]
     assert harness.announcer.sessions.current[PEER6].state is SessionState.UP
     assert harness.announcer.sessions.current[PEER6].changes == 1
+
+
+def test_the_states_read_at_start_up_are_recorded_and_logged_and_a_later_line_wins(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: a respawned announcer was told nothing of the sessions already up."""
+    harness = Harness()
+    with caplog.at_level(logging.INFO, logger="announcer.state"):
+        harness.feed(SessionsRead({"192.0.2.1": SessionState.UP, "2001:db8::1": SessionState.DOWN}))
+    assert "BGP session 192.0.2.1 (ipv4): unknown -> up" in caplog.text
+    states = {str(peer): session.state for peer, session in harness.announcer.sessions.current.items()}
+    assert states == {"192.0.2.1": SessionState.UP, "192.0.2.5": SessionState.UNKNOWN, "2001:db8::1": SessionState.DOWN}
+    harness.feed(NeighbourEvent("2001:db8::1", SessionState.UP))
+    assert harness.announcer.sessions.current[PEER6].state is SessionState.UP
+
+
+def test_the_start_up_read_of_exabgp_s_adj_rib_out_calls_on_first_read_once() -> None:
+    harness = Harness()
+    calls: list[list[str]] = []
+    harness.announcer.on_first_read = lambda: calls.append(list(harness.speaker.lines))
+    harness.list_everything(WEB)
+    harness.list_everything(WEB)
+    assert calls == [["show adj-rib out extensive"]], "after the adj-rib-out was read, before any route"
 
 
 def test_a_session_coming_up_still_retries_what_that_peer_refused() -> None:

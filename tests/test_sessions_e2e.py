@@ -39,7 +39,7 @@ def lab(lab_keeper: LabKeeper) -> Lab:
 
 
 def fetch(lab: Lab, path: str) -> tuple[int, str]:
-    """GET a path of node-a's metrics port from inside its namespace: (status, body)."""
+    """GET a path of node-a's metrics port from inside its namespace: (status, body); status 0: no answer."""
     script = (
         "import sys, urllib.request, urllib.error\n"
         "try:\n"
@@ -47,6 +47,8 @@ def fetch(lab: Lab, path: str) -> tuple[int, str]:
         "    print(answer.status); print(answer.read().decode(), end='')\n"
         "except urllib.error.HTTPError as error:\n"
         "    print(error.code); print(error.read().decode(), end='')\n"
+        "except OSError as error:\n"  # nothing listens (yet)
+        "    print(0); print(error)\n"
     )
     output = lab.run_in_node(NODE_A, [sys.executable, "-c", script]).stdout
     status, _, body = output.partition("\n")
@@ -135,3 +137,17 @@ def test_a_peer_down_shows_0_up_shows_1_and_the_routes_per_peer_equal_what_frr_h
     assert fetch(lab, "/readyz")[0] == 200
     six = next(peer for peer in status(lab)["peers"] if peer["peer"] == "2001:db8::1")
     assert six["changes"] >= 2
+
+
+def test_a_respawned_announcer_learns_from_exabgp_that_its_sessions_are_up(lab: Lab, cluster: Cluster) -> None:
+    """ExaBGP respawns a killed API process without telling it that the sessions are up: the new process asks ('show
+    neighbor summary'). Before: both sessions stayed 'unknown', and with ready_requires_sessions /readyz stayed 503."""
+    cluster.apply(service("e2e-sessions-c", ["198.51.100.23", "2001:db8:96::23"]))
+    wait_for_announced(lab, {"198.51.100.23": BOTH, "2001:db8:96::23": BOTH}, timeout=ARRIVAL)
+    killed = lab.kill_announcer(NODE_A)
+    assert lab.announcer_pid(NODE_A, timeout=10.0, other_than=killed) is not None, "ExaBGP respawned it"
+    eventually(lambda: fetch(lab, "/readyz")[0] == 200, "the respawned announcer to be ready", ARRIVAL)
+    metrics = session_metrics(lab)
+    assert metrics["announcer_bgp_session_up"] == {"192.0.2.1": 1, "2001:db8::1": 1}
+    assert metrics["announcer_bgp_peer_routes"] == frr_routes_from_node_a(lab) == {"192.0.2.1": 1, "2001:db8::1": 1}
+    assert {peer["state"] for peer in status(lab)["peers"]} == {"up"}

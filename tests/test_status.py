@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -17,9 +18,9 @@ from announcer.sessions import NeighbourEvent, SessionState
 from announcer.status import render_status_table, status_url
 from lab.fakeapi import FakeApiServer
 from tests.conftest import make_config
-from tests.exabgp_double import V4_PEERS, V6_PEER
+from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
 from tests.factories import service
-from tests.test_metrics import Running, eventually, free_port, get, pipe_to_exabgp, scrape, value
+from tests.test_metrics import Running, eventually, free_port, get, pipe_to_exabgp, scrape, server_up, value
 from tests.test_metrics import api as api  # noqa: PLC0414  (the fixture, shared)
 from tests.test_state import WEB, WEB_V6, Harness
 
@@ -207,12 +208,13 @@ def test_the_running_announcer_reports_neighbour_lines_in_metrics_status_and_ann
             "the routes held per peer to equal the double's",
         )
         assert sessions(process.port, "announcer_bgp_session_up") == {"192.0.2.1": 0, "192.0.2.5": 0, V6_PEER: 1}
-        assert "BGP session 192.0.2.1 (ipv4): unknown -> down (connection refused)" in process.exabgp.stderr()
+        assert "BGP session 192.0.2.1 (ipv4): unknown -> down" in process.exabgp.stderr(), "from the summary"
 
         table = announcer_status("--config", str(process.exabgp.config_path))
         assert table.returncode == 0, table.stderr
         rows = {line.split()[0]: line.split() for line in table.stdout.splitlines()[2:5]}
         assert rows["192.0.2.1"][1:3] == ["ipv4", "down"]
+        assert table.stdout.splitlines()[2].endswith("connection refused")
         assert rows[V6_PEER][1:3] == ["ipv6", "up"]
         assert table.stdout.splitlines()[0].startswith("exabgp 5.0.15; ready")
 
@@ -221,12 +223,34 @@ def test_the_running_announcer_reports_neighbour_lines_in_metrics_status_and_ann
         document = json.loads(answer.stdout)
         assert {peer["peer"]: peer["state"] for peer in document["peers"]} == {
             "192.0.2.1": "down",
-            "192.0.2.5": "unknown",
+            "192.0.2.5": "down",
             V6_PEER: "up",
         }
     gone = announcer_status("--url", f"http://127.0.0.1:{process.port}/status")
     assert gone.returncode == 1
     assert gone.stderr.startswith(f"announcer: cannot read http://127.0.0.1:{process.port}/status: ")
+
+
+def test_a_started_or_respawned_announcer_asks_exabgp_which_sessions_are_up(tmp_path: Path, api: FakeApiServer) -> None:
+    """ExaBGP tells a (re)started API process nothing of sessions already up: the announcer reads them from 'show
+    neighbor summary' once ExaBGP's adj-rib-out is read. Before: every session stayed 'unknown' (and, with
+    ready_requires_sessions, the pod unready) until it next changed."""
+    port = free_port()
+    config = copy.deepcopy(CONFIG)
+    config["metrics"] = {"listen": f"127.0.0.1:{port}", "ready_requires_sessions": True}
+    exabgp = ExaBgpDouble(tmp_path, api.url, config)
+    exabgp.sessions = {"192.0.2.1": "established", V6_PEER: "established", "192.0.2.5": "active"}
+    exabgp.start()
+    try:
+        eventually(lambda: server_up(port), "the metrics server to listen")
+        eventually(lambda: get(port, "/readyz")[0] == 200, "/readyz to answer 200")
+        assert sessions(port, "announcer_bgp_session_up") == {"192.0.2.1": 1, "192.0.2.5": 0, V6_PEER: 1}
+        assert value(scrape(port), "announcer_bgp_session_state", peer="192.0.2.5", family="ipv4", state="down") == 1
+        assert "show neighbor summary" in exabgp.lines
+        assert exabgp.lines.index("show neighbor summary") == exabgp.lines.index("show adj-rib out extensive") + 1
+        assert "BGP session 2001:db8::1 (ipv6): unknown -> up" in exabgp.stderr()
+    finally:
+        exabgp.stop()
 
 
 def test_announcer_status_without_a_metrics_port_says_so_naming_the_key(tmp_path: Path) -> None:
