@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     where = status.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", type=Path, help="the announcer's configuration: /status on metrics.listen")
-    where.add_argument("--url", help="the /status URL, e.g. http://127.0.0.1:9473/status")
+    where.add_argument("--url", help="the /status URL, e.g. http://127.0.0.1:9479/status")
     status.add_argument("--output", choices=["table", "json"], default="table")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
 
