@@ -9,6 +9,9 @@
 #     192.0.2.9       64512 1 day, 2:03:04 established       3          0
 #     2001:db8::1     64512       down active                0          0
 # A respawned API process is told nothing about sessions already up: the summary is how it learns them.
+# A peer that refuses connections gives `connected` then `down - closing connection` on every connect attempt
+# (reactor/protocol.py `connect` reports `connected` once its attempt ends, refused or not; seen with 5.0.15): only a
+# change between down and up is settled (logged at info, counted); `connected` is a passing state.
 
 from __future__ import annotations
 
@@ -82,13 +85,17 @@ class SessionsRead:
     states: Mapping[str, SessionState]
 
 
+SETTLED = (SessionState.DOWN, SessionState.UP)
+
+
 @dataclass(frozen=True)
 class Session:
-    """One peer's session: its state, since when (the caller's wall clock, None: not known yet), how often it changed
-    between known states, and why it last went down."""
+    """One peer's session: its state; its settled state (down or up, unknown before either) and since when (the
+    caller's wall clock, None: not settled yet); how often it changed between down and up; why it last went down."""
 
     peer: IPAddress
     state: SessionState = SessionState.UNKNOWN
+    settled: SessionState = SessionState.UNKNOWN
     since: float | None = None
     changes: int = 0
     last_down_reason: str = ""
@@ -100,12 +107,14 @@ class Session:
 
 @dataclass(frozen=True)
 class Transition:
-    """A session changed state (what a log line and the changes counter report)."""
+    """A session changed state. `settled_from`: the settled state it left when it settled anew (down <-> up, or from
+    unknown), else None (a connect attempt: down -> connected -> down)."""
 
     peer: IPAddress
     old: SessionState
     new: SessionState
     reason: str = ""
+    settled_from: SessionState | None = None
 
 
 class Sessions:
@@ -130,15 +139,17 @@ class Sessions:
             if state is SessionState.DOWN and reason and reason != session.last_down_reason:  # down again, anew
                 self.current = {**self.current, peer: replace(session, last_down_reason=reason)}
             return None
+        settles = state in SETTLED and state is not session.settled
         changed = replace(
             session,
             state=state,
-            since=now,
-            changes=session.changes + (session.state is not SessionState.UNKNOWN),  # learning the state is no change
+            settled=state if settles else session.settled,
+            since=now if settles else session.since,
+            changes=session.changes + (settles and session.settled is not SessionState.UNKNOWN),  # learning: no change
             last_down_reason=reason if state is SessionState.DOWN and reason else session.last_down_reason,
         )
         self.current = {**self.current, peer: changed}
-        return Transition(peer, session.state, state, reason)
+        return Transition(peer, session.state, state, reason, session.settled if settles else None)
 
     def established(self, family: Family) -> list[IPAddress]:
         """The peers of `family` whose session is up."""

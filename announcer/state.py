@@ -290,18 +290,13 @@ class Announcer:
         """A session's state: recorded and logged when it changed. Up: retry what that peer refused now; with
         graceful restart, it is owed an End-of-RIB (sent once its routes are accepted)."""
         change = self.sessions.set(event.peer, event.state, time.time(), event.reason)
-        if change is not None:
+        if change is not None:  # info when it settles anew (down <-> up), debug for each connect attempt
+            old = change.old if change.settled_from is None else change.settled_from
+            level = logging.DEBUG if change.settled_from is None else logging.INFO
+            level = logging.WARNING if old is SessionState.UP else level
             why = f" ({change.reason})" if change.reason else ""
-            level = logging.WARNING if change.old is SessionState.UP else logging.INFO
-            log.log(
-                level,
-                "BGP session %s (%s): %s -> %s%s",
-                change.peer,
-                family_of(change.peer).value,
-                change.old.value,
-                change.new.value,
-                why,
-            )
+            family = family_of(change.peer).value
+            log.log(level, "BGP session %s (%s): %s -> %s%s", change.peer, family, old.value, change.new.value, why)
         peer = self.sessions.peer(event.peer)
         if peer is None or event.state is not SessionState.UP:
             return

@@ -38,7 +38,7 @@ class PeerState(Protocol):
 
 @dataclass(frozen=True)
 class PeerStatus:
-    """One peer as /status shows it. `since`: Unix time of its last state change (None: not known yet); `routes`:
+    """One peer as /status shows it. `since`: Unix time it last went down or up (None: not known yet); `routes`:
     prefixes ExaBGP holds in its adj-rib-out for the peer (sent while the session is up, re-sent when it comes back);
     `pending_retries`: prefixes it refused, to be sent again in `retry_in` s (None: none scheduled)."""
 
@@ -117,7 +117,8 @@ class SessionCollector:
         )
         changes = CounterMetricFamily(
             "announcer_bgp_session_changes",
-            "Changes of the session's state since the announcer started (learning the first state is not counted).",
+            "Changes of the session between down and up since the announcer started (learning the first state and "
+            "connect attempts that never establish are not counted).",
             labels=labels,
         )
         routes = GaugeMetricFamily(

@@ -74,7 +74,7 @@ def test_the_summary_of_exabgp_5_tells_each_peer_s_state() -> None:
     }
 
 
-def test_sessions_record_a_change_once_count_changes_between_known_states_and_keep_the_last_down_reason() -> None:
+def test_sessions_record_a_change_once_count_changes_between_down_and_up_and_keep_the_last_down_reason() -> None:
     sessions = Sessions([PEER4, PEER6])
     assert sessions.current[PEER4].state is SessionState.UNKNOWN
     first = sessions.set("192.0.2.1", SessionState.DOWN, 10.0, "connection refused")
@@ -86,7 +86,7 @@ def test_sessions_record_a_change_once_count_changes_between_known_states_and_ke
     sessions.set("192.0.2.1", SessionState.CONNECTED, 12.0)
     sessions.set("192.0.2.1", SessionState.UP, 13.0)
     session = sessions.current[PEER4]
-    assert (session.state, session.since, session.changes) == (SessionState.UP, 13.0, 2)
+    assert (session.state, session.since, session.changes) == (SessionState.UP, 13.0, 1)
     assert session.last_down_reason == "connection refused"
     assert sessions.established(Family.IPV4) == [PEER4]
     assert sessions.established(Family.IPV6) == []
@@ -110,6 +110,28 @@ def test_every_session_change_is_logged_with_the_peer_family_and_old_and_new_sta
     ]
     assert harness.announcer.sessions.current[PEER6].state is SessionState.UP
     assert harness.announcer.sessions.current[PEER6].changes == 1
+
+
+def test_a_refusing_peer_s_connect_attempts_are_logged_at_debug_and_not_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Real ExaBGP 5.0.15 writes `connected` then `down - closing connection` for every connect attempt to a peer that
+    refuses (seen in test_status.py's real-ExaBGP test): one info line when it is first down, none per attempt."""
+    harness = Harness()
+    with caplog.at_level(logging.DEBUG, logger="announcer.state"):
+        for _attempt in range(3):
+            harness.feed(NeighbourEvent("192.0.2.1", SessionState.CONNECTED))
+            harness.feed(NeighbourEvent("192.0.2.1", SessionState.DOWN, "closing connection"))
+        harness.now += 5
+        harness.feed(NeighbourEvent("192.0.2.1", SessionState.CONNECTED))
+        harness.feed(NeighbourEvent("192.0.2.1", SessionState.UP))
+    info = [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO]
+    assert info == [
+        "BGP session 192.0.2.1 (ipv4): unknown -> down (closing connection)",
+        "BGP session 192.0.2.1 (ipv4): down -> up",
+    ]
+    assert sum(record.levelno == logging.DEBUG for record in caplog.records) == 6
+    assert harness.announcer.sessions.current[PEER4].changes == 1
 
 
 def test_the_states_read_at_start_up_are_recorded_and_logged_and_a_later_line_wins(

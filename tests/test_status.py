@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from lab.fakeapi import FakeApiServer
 from tests.conftest import make_config
 from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
 from tests.factories import service
+from tests.real_exabgp import rendered_exabgp
 from tests.test_metrics import Running, eventually, free_port, get, pipe_to_exabgp, scrape, server_up, value
 from tests.test_metrics import api as api  # noqa: PLC0414  (the fixture, shared)
 from tests.test_state import WEB, WEB_V6, Harness
@@ -66,7 +68,7 @@ def test_each_peer_shows_its_session_its_changes_and_the_routes_exabgp_holds_for
     harness.feed(NeighbourEvent("192.0.2.5", SessionState.DOWN))
     metrics.iterated([object()])
     assert sessions(port, "announcer_bgp_session_up") == {"192.0.2.1": 1, "192.0.2.5": 0, V6_PEER: 0}
-    assert sessions(port, "announcer_bgp_session_changes_total") == {"192.0.2.1": 2, "192.0.2.5": 0, V6_PEER: 0}
+    assert sessions(port, "announcer_bgp_session_changes_total") == {"192.0.2.1": 1, "192.0.2.5": 0, V6_PEER: 0}
     samples = scrape(port)
     assert value(samples, "announcer_bgp_session_state", peer="192.0.2.5", family="ipv4", state="down") == 1
     assert value(samples, "announcer_bgp_session_state", peer="192.0.2.5", family="ipv4", state="up") == 0
@@ -251,6 +253,55 @@ def test_a_started_or_respawned_announcer_asks_exabgp_which_sessions_are_up(tmp_
         assert "BGP session 2001:db8::1 (ipv6): unknown -> up" in exabgp.stderr()
     finally:
         exabgp.stop()
+
+
+def test_real_exabgp_with_every_peer_refusing_connections_the_announcer_says_so_and_is_not_ready(
+    tmp_path: Path, api: FakeApiServer
+) -> None:
+    """The issue's case, with the real ExaBGP: both peers refuse connections (nothing listens on their port). The
+    announcer reads their states at start-up, logs them, shows 0 per peer and, with ready_requires_sessions, is not
+    ready. Before: /readyz said ready and nothing was logged about peers."""
+    port, metrics_port = free_port(), free_port()
+    peers = ("127.0.0.2", "127.0.0.3")
+    config = {
+        "node_name": "node-a",
+        "bgp": {
+            "local_as": 64513,
+            "router_id": "127.0.0.1",
+            "peers": [
+                {"address": peer, "peer_as": 64512, "local_address": "127.0.0.1", "port": port} for peer in peers
+            ],
+        },
+        "watch": {"watch_timeout": 5, "request_timeout": 3, "backoff_initial": 0.05, "backoff_max": 0.4},
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}", "ready_requires_sessions": True},
+    }
+    argv, environment = rendered_exabgp(tmp_path, config, api.url)
+    log_path = tmp_path / "exabgp.log"
+    with log_path.open("wb") as log, subprocess.Popen(
+        argv, env=environment, stdout=log, stderr=subprocess.STDOUT
+    ) as exabgp:  # fmt: skip
+        try:
+            eventually(lambda: "first sync: ExaBGP holds" in log_path.read_text(), "the first sync", 30)
+            eventually(lambda: all(f"BGP session {peer} (ipv4): unknown -> " in log_path.read_text() for peer in peers),
+                       "a log line per peer", 30)  # fmt: skip
+            samples = scrape(metrics_port)
+            assert {
+                peer: value(samples, "announcer_bgp_session_up", peer=peer, family="ipv4") for peer in peers
+            } == dict.fromkeys(peers, 0)
+            status, body = get(metrics_port, "/readyz")
+            assert status == 503
+            assert body.startswith("not ready: no established BGP session for ipv4 (127.0.0.2 "), body
+            document = json.loads(get(metrics_port, "/status")[1])
+            assert str(document["exabgp_version"]).startswith("exabgp 5.0.")
+            assert {peer["state"] for peer in document["peers"]} <= {"down", "connected"}
+            time.sleep(3)  # ExaBGP keeps trying: 'connected' then 'down - closing connection' each time
+            text = log_path.read_text()
+            assert [text.count(f"BGP session {peer} (ipv4):") for peer in peers] == [1, 1], "one line, not per attempt"
+            assert [value(scrape(metrics_port), "announcer_bgp_session_changes_total", peer=peer, family="ipv4")
+                    for peer in peers] == [0, 0]  # fmt: skip
+        finally:
+            exabgp.kill()
+            exabgp.wait(timeout=10)
 
 
 def test_announcer_status_without_a_metrics_port_says_so_naming_the_key(tmp_path: Path) -> None:
