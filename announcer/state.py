@@ -150,7 +150,7 @@ class Announcer:
             self._neighbour(event)
         elif isinstance(event, SessionsRead):
             for peer, state in event.states.items():
-                self._neighbour(NeighbourEvent(peer, state))
+                self._neighbour(NeighbourEvent(peer, state), came_up=False)
 
     def _page(self, event: ListPage[Converted]) -> None:
         """Objects of a list page: added or updated now; deletions wait for the whole list."""
@@ -286,9 +286,10 @@ class Announcer:
                 if self.retry.get(peer):
                     self.retry_at[peer] = self.clock()
 
-    def _neighbour(self, event: NeighbourEvent) -> None:
+    def _neighbour(self, event: NeighbourEvent, *, came_up: bool = True) -> None:
         """A session's state: recorded and logged when it changed. Up: retry what that peer refused now; with
-        graceful restart, it is owed an End-of-RIB (sent once its routes are accepted)."""
+        graceful restart, a session that came up (not one found up at start-up, which the first sync's End-of-RIB
+        covers) is owed an End-of-RIB (sent once its routes are accepted)."""
         change = self.sessions.set(event.peer, event.state, time.time(), event.reason)
         if change is not None:  # info when it settles anew (down <-> up), debug for each connect attempt
             old = change.old if change.settled_from is None else change.settled_from
@@ -303,7 +304,7 @@ class Announcer:
         self.backoff[peer].reset()
         if self.retry.get(peer):
             self.retry_at[peer] = self.clock()
-        if self.synced and self.config.bgp.graceful_restart is not None:
+        if came_up and self.synced and self.config.bgp.graceful_restart is not None:
             self.end_of_rib_due.add(peer)
 
     def _due_retries(self) -> dict[IPAddress, set[Prefix]]:

@@ -19,6 +19,7 @@ from announcer.sessions import (
     parse_neighbor_summary,
     parse_neighbour_event,
 )
+from tests.conftest import make_config
 from tests.test_state import WEB, WEB_V6, Harness
 
 PEER4 = ipaddress.ip_address("192.0.2.1")
@@ -194,3 +195,19 @@ def test_the_pipe_hands_on_every_neighbour_line_and_takes_none_of_them_for_an_an
         ]
         assert pipe.stale_total == 0
     os.close(commands_r)
+
+
+def test_states_read_at_start_up_owe_no_second_end_of_rib() -> None:
+    """With graceful restart the first sync owes every peer its End-of-RIB; a session found up by the start-up read
+    did not come up then, so it is owed no other one (a NeighbourEvent 'up' is)."""
+    harness = Harness(make_config(bgp={"graceful_restart": 120}))
+    harness.list_everything(WEB)
+    harness.speaker.answer(True)
+    harness.loop()
+    harness.speaker.answer(True)
+    harness.loop()
+    assert sum(" announce eor " in line for line in harness.speaker.take()) == 2
+    harness.feed(SessionsRead({"192.0.2.1": SessionState.UP, "2001:db8::1": SessionState.UP}))
+    assert harness.speaker.take() == []
+    harness.feed(NeighbourEvent("192.0.2.5", SessionState.UP))
+    assert harness.speaker.take() == ["neighbor 192.0.2.5 announce eor ipv4 unicast"]
