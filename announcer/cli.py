@@ -1,4 +1,4 @@
-"""Command-line entry points: run, exabgp-conf, exabgp-env, check-config, render, calico-resources."""
+"""Command-line entry points: run, exabgp-conf, exabgp-env, check-config, render, status, calico-resources."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # main imports them: `run` installs its signal handlers befor
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 1  # `announcer status`: the running announcer did not answer
 # A file whose existence means "the node is stopping" (deploy/entrypoint.sh creates it before it stops the announcer):
 # an `announcer run` that ExaBGP respawns meanwhile must announce nothing, or the peers keep its routes.
 ENV_STOPPING_FILE = "ANNOUNCER_STOPPING_FILE"
@@ -66,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--node", help="node name (default: from the configuration or NODE_NAME)")
     render.add_argument("--from-file", type=Path, help="'kubectl get services,endpointslices -A -o json' output")
     render.add_argument("--output", choices=["table", "json"], default="table")
+
+    status = commands.add_parser(
+        "status", help="per-peer BGP sessions, routes and retries of the running announcer (its /status endpoint)"
+    )
+    where = status.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", type=Path, help="the announcer's configuration: /status on metrics.listen")
+    where.add_argument("--url", help="the /status URL, e.g. http://127.0.0.1:9479/status")
+    status.add_argument("--output", choices=["table", "json"], default="table")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
 
     calico = commands.add_parser(
         "calico-resources", help="print the Calico resources that put ExaBGP behind each node's BIRD (Calico BGP mode)"
@@ -133,12 +143,31 @@ class _EarlySignal:
         return self.received
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
+def _status(url: str, arguments: argparse.Namespace) -> int:
+    """`announcer status`: the running announcer's /status, as a table or JSON; exit 1 when it cannot be read."""
+    import json
+
+    from announcer.status import StatusUnavailable, fetch_status, render_status_table
+
+    try:
+        document = fetch_status(url, arguments.timeout)
+    except StatusUnavailable as error:
+        print(f"announcer: cannot read {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    sys.stdout.write(
+        json.dumps(document, indent=1) + "\n" if arguments.output == "json" else render_status_table(document)
+    )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911, PLR0912  (one branch and return per subcommand)
     """Entry point of the `announcer` console script and `python -m announcer`."""
     arguments = _parser().parse_args(argv)
     setup_logging()
     if arguments.command == "run" and _idle_while_stopping():
         return EXIT_OK
+    if arguments.command == "status" and arguments.url is not None:
+        return _status(arguments.url, arguments)
     early = _EarlySignal()
     if arguments.command == "run":
         early.install()  # first thing: a SIGTERM from here on is the orderly stop, not the end of the process
@@ -180,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one return pe
             ranges = parse_ranges(arguments.service_cluster_ip_range)
             sys.stdout.write(render_calico_resources(config, ranges))
             return EXIT_OK
+        if arguments.command == "status":
+            address = config.metrics.address
+            if address is None:
+                raise ConfigError("metrics.listen is unset: the running announcer serves no /status (give --url)")
+            from announcer.status import status_url
+
+            return _status(status_url(address), arguments)
         if arguments.command == "render":
             from announcer.render import render_main
 

@@ -290,7 +290,14 @@ def parse_listen(text: str) -> tuple[str, int]:
 class Metrics(StrictModel):
     """The Prometheus and health endpoint."""
 
-    listen: str | None = Field(default=None, description="'HOST:PORT' for /metrics, /healthz, /readyz; unset: off.")
+    listen: str | None = Field(
+        default=None, description="'HOST:PORT' for /metrics, /healthz, /readyz, /status; unset: off."
+    )
+    ready_requires_sessions: bool = Field(
+        default=False,
+        description="/readyz also needs an established BGP session for every family with a configured peer (off: "
+        "readiness says the routes were handed to ExaBGP, not that a router has them).",
+    )
     _address: tuple[str, int] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -403,6 +410,10 @@ class Config(StrictModel):
                     f"announce.{name}.allowlist: empty while enabled is true, so no address of this kind is announced "
                     "(only addresses inside the allowlist are); add the CIDRs to announce, or set enabled false"
                 )
+        if self.metrics.ready_requires_sessions and self.metrics.listen is None:
+            found.append(
+                "metrics.ready_requires_sessions: true while metrics.listen is unset, so nothing serves /readyz"
+            )
         return found + self.annotations.warnings()
 
     def families(self) -> set[Family]:

@@ -32,7 +32,8 @@ from announcer.kube import (
     make_api_client,
     node_field_selector,
 )
-from announcer.state import Announcer, LoopEvent, NeighbourUp, Wake
+from announcer.sessions import SessionsRead, parse_neighbor_summary
+from announcer.state import QUERY_TIMEOUT, Announcer, LoopEvent, Wake
 
 if TYPE_CHECKING:  # imported when metrics are on: prometheus_client is not needed without them
     from announcer.metrics import DaemonMetrics
@@ -261,6 +262,19 @@ def _loop(
         handled = []
 
 
+def _read_sessions(pipe: ExaBgpPipe, events: queue.Queue[LoopEvent]) -> None:
+    """Ask ExaBGP every session's state and post it: a respawned announcer is told nothing of sessions already up.
+    Posted behind the neighbour lines read before the answer, so a later line wins over it and an earlier one not."""
+    try:
+        answer = pipe.query("show neighbor summary", QUERY_TIMEOUT)
+    except PipeClosed as error:
+        if pipe.closed.is_set():
+            raise
+        log.warning("ExaBGP did not tell the sessions' states (%s): unknown until each one changes", error)
+        return
+    events.put(SessionsRead(parse_neighbor_summary(answer)))
+
+
 def _withdraw_all(
     announcer: Announcer, pipe: ExaBgpPipe, number: int, received_at: float, shutdown_timeout: float
 ) -> None:
@@ -294,7 +308,7 @@ def run_daemon(config: Config, early_signal: Callable[[], tuple[int, float] | No
         answers,
         max_in_flight=config.speaker.max_in_flight,
         ack_timeout=config.speaker.ack_timeout,
-        on_neighbour_up=lambda peer: events.put(NeighbourUp(peer)),
+        on_neighbour=events.put,
     )
     watchdog = StopWatchdog()
 
@@ -310,12 +324,15 @@ def run_daemon(config: Config, early_signal: Callable[[], tuple[int, float] | No
         wake()
     pipe.start()
     announcer = Announcer(config, pipe, events.put)
+    announcer.on_first_read = lambda: _read_sessions(pipe, events)
     address = config.metrics.address
     metrics = None
     if address is not None:
         from announcer.metrics import DaemonMetrics
 
-        metrics = DaemonMetrics(announcer, pipe, address)
+        metrics = DaemonMetrics(
+            announcer, pipe, address, peers=announcer, ready_requires_sessions=config.metrics.ready_requires_sessions
+        )
     if metrics is not None:
         announcer.on_commands = metrics.commands_written
     sink = events.put if metrics is None else metrics.stamping(events.put)

@@ -32,10 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from announcer.sessions import NeighbourEvent, parse_neighbour_event
+
 log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 512 * 1024  # ExaBGP 5.0.12+ caps a command line at 1 MiB; stay far below it.
-_NEIGHBOUR_EVENT = re.compile(r"^neighbor (?P<peer>[0-9a-fA-F.:]+) (?P<state>up|down|connected)\b")
 _VERSION_ANSWER = re.compile(r"^exabgp \S+$")
 _ADDRESS = r"[0-9a-fA-F.:]+"
 _IN_ORDER = re.compile(
@@ -89,7 +90,7 @@ class ExaBgpPipe:
         *,
         max_in_flight: int,
         ack_timeout: float,
-        on_neighbour_up: Callable[[str], None] | None = None,
+        on_neighbour: Callable[[NeighbourEvent], None] | None = None,
         sync_timeout: float = 60.0,
     ) -> None:
         self._out = commands_out
@@ -97,7 +98,7 @@ class ExaBgpPipe:
         self._max_in_flight = max_in_flight
         self._ack_timeout = ack_timeout
         self._sync_timeout = sync_timeout  # how long ExaBGP may take to answer 'version' after lost answers
-        self._on_neighbour_up = on_neighbour_up
+        self._on_neighbour = on_neighbour  # a session's state line (reader thread): hand it on, nothing more
         self._pending: deque[_Pending] = deque()
         self._lock = threading.Condition()
         self._write_lock = threading.Lock()
@@ -115,6 +116,7 @@ class ExaBgpPipe:
         self.resyncs_total = 0
         self.stale_total = 0  # lines read that answered no command of this process (discarded)
         self.exabgp_version: str | None = None  # from the last synchronisation's 'exabgp <version>' line
+        self.last_error: tuple[float, str] | None = None  # time.time() and what of the last command not accepted
         self._reader = threading.Thread(target=self._read_answers, name="exabgp-reader", daemon=True)
 
     def start(self) -> None:
@@ -323,10 +325,10 @@ class ExaBgpPipe:
             self.shutdown_requested.set()
             self._close("ExaBGP is shutting down")
             return
-        event = _NEIGHBOUR_EVENT.match(text)
-        if event is not None and "local-ip" not in text:
-            if event["state"] == "up" and self._on_neighbour_up is not None:
-                self._on_neighbour_up(event["peer"])
+        event = parse_neighbour_event(text)
+        if event is not None:
+            if self._on_neighbour is not None:
+                self._on_neighbour(event)
             return
         with self._lock:
             if self._sync is not None:
@@ -371,6 +373,9 @@ class ExaBgpPipe:
         pending.ok = result == "done"
         if result == "error":
             log.error("ExaBGP answered 'error' to: %s", pending.line[:200])
+        if result != "done":
+            what = "no answer from ExaBGP in time" if result == "timeout" else f"ExaBGP answered {result!r}"
+            self.last_error = (time.time(), f"{what} to: {pending.line[:200]}")
         pending.finished.set()
         self._lock.notify_all()
         if pending.on_ack is not None:

@@ -1,7 +1,8 @@
-"""Prometheus metrics on a dedicated registry, and one small HTTP server for /metrics, /healthz and /readyz."""
+"""Prometheus metrics on a dedicated registry, and one small HTTP server for /metrics, /healthz, /readyz, /status."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import socket
@@ -25,6 +26,8 @@ from announcer.kube import Changed, Relisted, ResourceWatcher
 from announcer.model import Attributes, Family, Kind, Prefix, family_of
 from announcer.policy import NODE_UNKNOWN_REASON
 from announcer.reconcile import Action, Command
+from announcer.sessions import SessionState
+from announcer.status import PeerBoard, PeerState, SessionCollector, status_document
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 ACK_RESULTS = ("done", "error", "timeout")
 # A route still announced that no Service or aggregate wants any more (its withdraw failed, or is pending).
 STALE_KIND = "stale"
+
+READY = "ready: synced, and the pipe to ExaBGP is open\n"
+READY_WITH_SESSIONS = "ready: synced, the pipe to ExaBGP is open, a BGP session is up for every family\n"
 
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 
@@ -140,8 +146,11 @@ class DaemonMetrics:
         healthy_within: float = HEALTHY_WITHIN_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        peers: PeerState | None = None,
+        ready_requires_sessions: bool = False,
     ) -> None:
         self.state = state
+        self.ready_requires_sessions = ready_requires_sessions
         self.pipe = pipe
         self.listen = listen  # (host, port), parsed once by the configuration
         self.healthy_within = healthy_within
@@ -193,6 +202,10 @@ class DaemonMetrics:
             registry=self.registry,
         )
         self.registry.register(_PipeCollector(pipe))
+        self.peers = peers
+        self.board = None if peers is None else PeerBoard(peers)  # per peer: session, routes held, retries
+        if self.board is not None:
+            self.registry.register(SessionCollector(self.board))
         prometheus_client.ProcessCollector(registry=self.registry)
         # Label sets ever shown stay shown (at 0 when nothing has them): a series that vanishes reads as "unknown".
         self._route_labels_seen = {(family.value, kind.value) for family in Family for kind in Kind}
@@ -256,10 +269,13 @@ class DaemonMetrics:
             self.last_full_sync.set(self.state.synced_at or self._wall_clock())
         elif self.state.synced and relisted:
             self.last_full_sync.set(self._wall_clock())
-        if self._routes_dirty and now - self._routes_counted_at >= ROUTES_RECOUNT_SECONDS:
+        recount = self._routes_dirty and now - self._routes_counted_at >= ROUTES_RECOUNT_SECONDS
+        if recount:
             self._count_routes()
             self._routes_dirty = False
             self._routes_counted_at = now
+        if self.board is not None:
+            self.board.refresh(recount=recount)
 
     def _count_routes(self) -> None:
         counts: Counter[tuple[str, str]] = Counter()
@@ -294,7 +310,8 @@ class DaemonMetrics:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once the first full sync is done, while the pipe to ExaBGP is open, no list or watch is refused
-        (401/403), and, with a node-state rule on, this node's Node is known."""
+        (401/403), with a node-state rule on, this node's Node is known, and, with metrics.ready_requires_sessions,
+        every configured family has an established session."""
         if self.pipe.closed.is_set():
             return False, "not ready: the pipe to ExaBGP is closed\n"
         refused = [
@@ -306,7 +323,24 @@ class DaemonMetrics:
             return False, "not ready: waiting for the first full sync\n"
         if NODE_UNKNOWN_REASON in self.state.table.node_reasons:
             return False, f"not ready: Node {self.state.table.node} is not known, so node state announces nothing\n"
-        return True, "ready: synced, and the pipe to ExaBGP is open\n"
+        missing = self._families_without_session()
+        if missing:
+            return False, f"not ready: no established BGP session for {'; '.join(missing)}\n"
+        return True, READY_WITH_SESSIONS if self.ready_requires_sessions else READY
+
+    def _families_without_session(self) -> list[str]:
+        """With metrics.ready_requires_sessions: each configured family without an established session, and the
+        states of its peers."""
+        if not self.ready_requires_sessions or self.peers is None:
+            return []
+        sessions = self.peers.sessions.current  # replaced as a whole on each change: safe to read here
+        missing = []
+        for family in Family:
+            of_family = [session for session in sessions.values() if session.family is family]
+            if of_family and not any(session.state is SessionState.UP for session in of_family):
+                states = ", ".join(f"{session.peer} {session.state.value}" for session in of_family)
+                missing.append(f"{family.value} ({states})")
+        return missing
 
     def wsgi_app(self) -> WSGIApplication:
         """/metrics from the registry, /healthz and /readyz as 200 or 503 with a one-line reason."""
@@ -320,10 +354,19 @@ class DaemonMetrics:
                 return [b"only GET\n"]
             if path == "/metrics":
                 return metrics_app(environ, start_response)
+            if path == "/status" and self.board is not None:
+                document = status_document(
+                    self.board.snapshot,
+                    ready=self.readiness(),
+                    exabgp_version=self.pipe.exabgp_version,
+                    last_error=self.pipe.last_error,
+                )
+                start_response("200 OK", [("Content-Type", "application/json")])
+                return [json.dumps(document, indent=1).encode() + b"\n"]
             check = checks.get(path)
             if check is None:
                 start_response("404 Not Found", [_TEXT])
-                return [b"not found: /metrics, /healthz or /readyz\n"]
+                return [b"not found: /metrics, /healthz, /readyz or /status\n"]
             ok, text = check()
             start_response("200 OK" if ok else "503 Service Unavailable", [_TEXT])  # a new list: wsgiref adds to it
             return [text.encode()]
@@ -343,7 +386,7 @@ class DaemonMetrics:
         server.set_app(self.wsgi_app())
         threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         self.server = server
-        log.info("metrics on http://%s/metrics, health on /healthz and /readyz", shown)
+        log.info("metrics on http://%s/metrics, health on /healthz and /readyz, peers on /status", shown)
 
     def close(self) -> None:
         """Stop the HTTP server (tests; the daemon's server thread ends with the process)."""

@@ -147,6 +147,19 @@ class Holdings(Mapping[Prefix, Attributes]):
         else:
             self.split[prefix] = by_peer
 
+    def counts(self) -> tuple[dict[IPAddress, int], dict[Family, int]]:
+        """How many prefixes each peer holds (maybe-held ones too), and how many prefixes of each family some peer
+        holds. One walk over every prefix."""
+        per_family = dict.fromkeys(Family, 0)
+        for prefix in self.uniform:
+            per_family[family_of(prefix)] += 1
+        per_peer = {peer: per_family[family] for family, peers in self.peers.items() for peer in peers}
+        for prefix, by_peer in self.split.items():
+            per_family[family_of(prefix)] += 1
+            for peer in by_peer:
+                per_peer[peer] = per_peer.get(peer, 0) + 1
+        return per_peer, per_family
+
     def load(self, held: Mapping[Prefix, Mapping[str, Attributes]]) -> None:
         """Replace everything with what ExaBGP's adj-rib-out says (parse_adj_rib_out), per peer."""
         self.uniform, self.split = {}, {}

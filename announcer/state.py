@@ -42,6 +42,7 @@ from announcer.reconcile import (
     plan_changes,
     render_commands,
 )
+from announcer.sessions import NeighbourEvent, Sessions, SessionsRead, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,14 @@ class Answered:
     reads: int = 0  # how often ExaBGP's adj-rib-out had been read when the command was written
 
 
-@dataclass(frozen=True)
-class NeighbourUp:
-    """A BGP session came up: retry what that peer refused, then (graceful restart) its End-of-RIB."""
-
-    peer: str
-
-
 class Wake:
     """Nothing to apply: wakes the loop (a signal arrived)."""
 
 
-LoopEvent = WatchEvent[Converted] | Answered | NeighbourUp | Wake
+# A NeighbourEvent is a session's new state: logged and recorded; a session coming up gets what that peer refused at
+# once, then (graceful restart) its End-of-RIB.
+# SessionsRead: every peer's state, read once at start-up (a respawned process is told nothing of sessions up).
+LoopEvent = WatchEvent[Converted] | Answered | NeighbourEvent | SessionsRead | Wake
 
 
 class Announcer:
@@ -129,6 +126,9 @@ class Announcer:
         self.synced_at: float | None = None
         self.problems: dict[tuple[ObjectKind, ObjectKey], tuple[Problem, ...]] = {}
         self.on_commands: Callable[[list[Command], float], None] | None = None
+        # Called once, when ExaBGP's adj-rib-out was first read (nothing of ours in flight): the daemon reads the
+        # sessions' states then ('show neighbor summary') and posts them as SessionsRead.
+        self.on_first_read: Callable[[], None] | None = None
         every_peer = [peer for peers in self.peers.values() for peer in peers]
         self.retry: dict[IPAddress, set[Prefix]] = {}  # per peer: prefixes to send it again
         self.retry_at: dict[IPAddress, float] = {}
@@ -139,6 +139,7 @@ class Announcer:
         self.reads = 0  # reads of ExaBGP's adj-rib-out: an answer to a command written before the last says nothing
         self.recheck: set[Prefix] = set()  # refused before the last read: planned again against what it showed
         self.end_of_rib_due: set[IPAddress] = set()  # graceful restart: peers owed an End-of-RIB
+        self.sessions = Sessions(every_peer)  # each peer's BGP session, as ExaBGP told
 
     # --- events --------------------------------------------------------------------------------------------
     def handle(self, event: LoopEvent) -> None:
@@ -150,8 +151,11 @@ class Announcer:
             self._changed(event)
         elif isinstance(event, Answered):
             self._answered(event.command, event.accepted, stale=event.reads < self.reads)
-        elif isinstance(event, NeighbourUp):
-            self._neighbour_up(event.peer)
+        elif isinstance(event, NeighbourEvent):
+            self._neighbour(event)
+        elif isinstance(event, SessionsRead):
+            for peer, state in event.states.items():
+                self._neighbour(NeighbourEvent(peer, state), came_up=False)
         for (namespace, name), refusal in self.table.take_refusals():
             where = f"Service {namespace}/{name}"
             fields = {"object": where, "annotation": refusal.annotation, "rule": refusal.rule}
@@ -303,16 +307,25 @@ class Announcer:
                 if self.retry.get(peer):
                     self.retry_at[peer] = self.clock()
 
-    def _neighbour_up(self, text: str) -> None:
-        """A session came up: retry what that peer refused now; with graceful restart, it is owed an End-of-RIB
-        (sent once its routes are accepted)."""
-        peer = next((peer for peers in self.peers.values() for peer in peers if str(peer) == text), None)
-        if peer is None:
+    def _neighbour(self, event: NeighbourEvent, *, came_up: bool = True) -> None:
+        """A session's state: recorded and logged when it changed. Up: retry what that peer refused now; with
+        graceful restart, a session that came up (not one found up at start-up, which the first sync's End-of-RIB
+        covers) is owed an End-of-RIB (sent once its routes are accepted)."""
+        change = self.sessions.set(event.peer, event.state, time.time(), event.reason)
+        if change is not None:  # info when it settles anew (down <-> up), debug for each connect attempt
+            old = change.old if change.settled_from is None else change.settled_from
+            level = logging.DEBUG if change.settled_from is None else logging.INFO
+            level = logging.WARNING if old is SessionState.UP else level
+            why = f" ({change.reason})" if change.reason else ""
+            family = family_of(change.peer).value
+            log.log(level, "BGP session %s (%s): %s -> %s%s", change.peer, family, old.value, change.new.value, why)
+        peer = self.sessions.peer(event.peer)
+        if peer is None or event.state is not SessionState.UP:
             return
         self.backoff[peer].reset()
         if self.retry.get(peer):
             self.retry_at[peer] = self.clock()
-        if self.synced and self.config.bgp.graceful_restart is not None:
+        if came_up and self.synced and self.config.bgp.graceful_restart is not None:
             self.end_of_rib_due.add(peer)
 
     def _due_retries(self) -> dict[IPAddress, set[Prefix]]:
@@ -346,6 +359,8 @@ class Announcer:
             self._read_held()
             if not self.queried:
                 self.held_at_start = len(self.announced)
+                if self.on_first_read is not None:
+                    self.on_first_read()
             self.queried = True
         prefixes = self.table.take_dirty() | self.recheck
         self.recheck = set()

@@ -33,6 +33,9 @@ CONFIG: dict[str, Any] = {
     "speaker": {"batch_delay": 0.005},
 }
 
+# What the announcer writes at start-up besides routes: the synchronisation, then its two reads of ExaBGP's state.
+START_UP_LINES = ("reset", "version", "show adj-rib out extensive", "show neighbor summary")
+
 _SELECTOR = re.compile(r"^((?:neighbor \S+(?: , )?)+) (announce|withdraw) (route|attributes) (.*)$")
 
 
@@ -78,6 +81,8 @@ class ExaBgpDouble:
         # them is applied route by route, neighbour by neighbour in configuration order, up to the first of them,
         # then answered 'error' (tests/test_exabgp_peers.py shows the real ExaBGP doing so). A test may change it.
         self.unready = set(unready or ())
+        # Each neighbour's state as 'show neighbor summary' prints it (established, active, ...); absent: idle.
+        self.sessions: dict[str, str] = {}
         self.wedged = False  # a test sets it: from then on ExaBGP reads every line and neither applies nor answers any
         # How the announcer is started: `announcer run` (python -m) unless a test gives its own argv, to which
         # `run --config <path>` is appended.
@@ -158,6 +163,12 @@ class ExaBgpDouble:
     def _answers_in_order(self, line: str) -> list[str]:
         if line == "show adj-rib out extensive":
             return [*self.held, "done"]
+        if line == "show neighbor summary":  # as ExaBGP 5.0.15 (bgp/neighbor.py summary_header, summary)
+            rows = [
+                f"{peer:<15} {'64512':<7} {'down':>9} {self.sessions.get(peer, 'idle'):<12} {0:>10} {0:>10}"
+                for peer in self.configuration_order
+            ]
+            return ["Peer            AS        up/down state       |     #sent     #recvd", *rows, "done"]
         if self.unanswered is not None and self.unanswered(line):
             self._apply(line)
             return []

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lab.fakeapi import FakeApiServer
-from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
+from tests.exabgp_double import CONFIG, START_UP_LINES, V4_PEERS, V6_PEER, ExaBgpDouble
 from tests.factories import endpoint, endpoint_slice, service
 
 
@@ -117,7 +117,7 @@ def test_start_up_reconciles_with_what_exabgp_still_holds(tmp_path: Path, api: F
         exabgp.wait_quiet()
         # The pipelined first sync promises no order between the two (announcements may start before the lists
         # end, withdrawals wait for them): each exactly once, and nothing about the routes still wanted.
-        sent = Counter(line for line in exabgp.lines if line not in ("reset", "version", "show adj-rib out extensive"))
+        sent = Counter(line for line in exabgp.lines if line not in START_UP_LINES)
         assert sent == Counter({withdraw_stale: 1, announce_missing: 1})
         assert v4(exabgp) == {"198.51.100.11/32"}
         assert exabgp.prefixes(V6_PEER) == set()

@@ -289,7 +289,8 @@ def wait_for_file(path: Path, exabgp: subprocess.Popen[bytes], log_path: Path, t
 
 
 def every_command_answered(metrics_port: int, log_path: Path) -> bool:
-    """The announcer's first sync is done and ExaBGP answered every line it wrote (and its start-up query)."""
+    """The announcer's first sync is done and ExaBGP answered every line it wrote (and its two start-up queries:
+    'show adj-rib out extensive', 'show neighbor summary')."""
     if "first sync: ExaBGP holds" not in log_path.read_text():
         return False
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
@@ -298,7 +299,7 @@ def every_command_answered(metrics_port: int, log_path: Path) -> bool:
         ]
     answered = sum(sample.value for sample in samples if sample.name == "announcer_exabgp_acks_total")
     written = sum(sample.value for sample in samples if sample.name == "announcer_exabgp_commands_total")
-    return written > 0 and answered == written + 1
+    return written > 0 and answered == written + 2
 
 
 def test_real_exabgp_a_respawned_announcer_withdraws_what_exabgp_holds_despite_the_dead_ones_answers(

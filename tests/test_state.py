@@ -14,7 +14,8 @@ from announcer.convert import Converted, ObjectKind, convert_object
 from announcer.kube import Changed, ListPage, Relisted, Resource
 from announcer.model import NO_ATTRIBUTES, Family, ServiceView, parse_prefix
 from announcer.reconcile import UNKNOWN_ATTRIBUTES
-from announcer.state import Announcer, Answered, LoopEvent, NeighbourUp, Speaker
+from announcer.sessions import NeighbourEvent, SessionState
+from announcer.state import Announcer, Answered, LoopEvent, Speaker
 from tests.conftest import make_config
 from tests.factories import endpoint, endpoint_slice, service
 
@@ -207,7 +208,7 @@ def test_a_session_coming_up_retries_refused_routes_at_once() -> None:
     harness.speaker.take()
     harness.speaker.answer(False, lambda line: line == WEB_V6)
     harness.loop()
-    harness.feed(NeighbourUp("2001:db8::1"))
+    harness.feed(NeighbourEvent("2001:db8::1", SessionState.UP))
     assert harness.speaker.take() == [WEB_V6]
 
 
@@ -233,14 +234,14 @@ def test_a_session_coming_up_after_the_sync_gets_its_own_end_of_rib_only() -> No
     harness.speaker.answer(True)
     harness.loop()
     harness.speaker.take()
-    harness.feed(NeighbourUp("192.0.2.5"))
+    harness.feed(NeighbourEvent("192.0.2.5", SessionState.UP))
     assert harness.speaker.take() == ["neighbor 192.0.2.5 announce eor ipv4 unicast"]
 
 
 def test_no_end_of_rib_without_graceful_restart() -> None:
     harness = Harness()
     harness.list_everything(WEB)
-    harness.feed(NeighbourUp("192.0.2.5"))
+    harness.feed(NeighbourEvent("192.0.2.5", SessionState.UP))
     assert not [line for line in harness.speaker.lines if " eor " in line]
 
 
@@ -441,7 +442,7 @@ def test_a_session_coming_up_gets_its_end_of_rib_only_after_its_retried_routes_a
     harness.speaker.answer(True)
     harness.loop()
     harness.speaker.take()
-    harness.feed(NeighbourUp("2001:db8::1"))
+    harness.feed(NeighbourEvent("2001:db8::1", SessionState.UP))
     assert harness.speaker.take() == [WEB_V6], "the retry at once, the End-of-RIB not yet"
     harness.speaker.answer(True)
     harness.loop()

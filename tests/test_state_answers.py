@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from announcer.kube import Changed, Resource
 from announcer.state import Answered
+from tests.conftest import make_config
 from tests.factories import service
 from tests.test_state import API, QUERY, V4, WEB, WEB_V4, Harness, held_line, svc
 
@@ -36,7 +37,7 @@ def test_a_change_held_back_while_a_later_line_is_in_flight_is_sent_once_that_li
     """Issue 18 item 3: L1 (both IPv4 peers) is refused while L2, a later line for the same prefix, is in flight;
     a new Service is then held back for the refusing peers. L2 accepted, both peers took a line: the held-back
     route goes out then, not only after an unrelated event."""
-    harness = Harness()
+    harness = Harness(make_config(annotations={"med": {"enabled": True}}))  # L2 comes from a MED annotation
     harness.list_everything(WEB)  # L1: WEB_V4
     med = service("web", ["198.51.100.10", "2001:db8:96::a"], annotations={"bgp.announcer.io/med": "5"})
     harness.feed(Changed(Resource.SERVICES, "MODIFIED", svc(med)))  # L2: the same prefix, MED 5

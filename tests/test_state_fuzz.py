@@ -12,7 +12,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from announcer.kube import Changed, Resource
 from announcer.model import family_of
-from announcer.state import NeighbourUp
+from announcer.sessions import NeighbourEvent, SessionState
+from tests.conftest import make_config
 from tests.factories import service
 from tests.test_state import Harness, RecordingSpeaker, held_line, svc
 
@@ -106,7 +107,8 @@ class AnnouncerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.exabgp = ModelExaBgp()
-        self.harness = Harness(speaker=self.exabgp)
+        # MED annotations allowed: the variant that changes a route's attributes must reach the lines
+        self.harness = Harness(make_config(annotations={"med": {"enabled": True}}), speaker=self.exabgp)
 
     @initialize()
     def list_everything(self) -> None:
@@ -133,7 +135,7 @@ class AnnouncerMachine(RuleBasedStateMachine):
 
     @rule(peer=st.sampled_from(PEERS))
     def session_up(self, peer: str) -> None:
-        self.harness.announcer.handle(NeighbourUp(peer))
+        self.harness.announcer.handle(NeighbourEvent(peer, SessionState.UP))
 
     @rule()
     def loop(self) -> None:
