@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import math
+import platform
 import socket
 import socketserver
 import threading
@@ -190,6 +192,10 @@ class DaemonMetrics:
             registry=self.registry,
         )
         self._node_reasons_seen: set[str] = set()
+        build = prometheus_client.Info(
+            "announcer_build", "The announcer's version and the Python it runs on (value 1).", registry=self.registry
+        )
+        build.info({"version": importlib.metadata.version("service-announcer"), "python": platform.python_version()})
         self.last_full_sync = prometheus_client.Gauge(
             "announcer_last_full_sync_timestamp_seconds",
             "Unix time of the last sync from complete lists: the first one, then each one after a re-list.",

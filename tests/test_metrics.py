@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.metadata
 import io
 import os
+import platform
 import socket
 import threading
 import time
@@ -144,6 +146,8 @@ def test_readyz_is_503_until_the_first_full_sync_while_healthz_and_the_pipe_are_
         assert get(process.port, "/healthz")[0] == 200
         samples = scrape(process.port)
         assert value(samples, "announcer_exabgp_pipe_open") == 1
+        build = {"version": importlib.metadata.version("service-announcer"), "python": platform.python_version()}
+        assert value(samples, "announcer_build_info", **build) == 1
         assert value(samples, "announcer_last_full_sync_timestamp_seconds") == 0
         assert value(samples, "announcer_watch_relists_total", resource="services") == 0
         assert "show adj-rib out extensive" not in process.exabgp.lines
