@@ -16,7 +16,7 @@ DOCUMENTS = sorted(
 # `deploy/base/rbac.yaml`, `tests/test_helm.py::test_...`, `lab/files/calico-3.29/`: a path in the repository (not a
 # pattern such as `lab/files/frr-rack{1,2}.conf`).
 REPOSITORY_PATH = re.compile(
-    r"`((?:announcer|bench|deploy|docker|docs|examples|lab|scripts|tests)/[^`\s:*<{]*)(?:`|::)"
+    r"`((?:announcer|bench|charts|deploy|docker|docs|examples|lab|scripts|tests)/[^`\s:*<{]*)(?:`|::)"
 )
 # A relative path that climbs out of the document's folder, in a link or in the text.
 CLIMBING = re.compile(r"(?<![\w./])((?:\.\./)+[\w./-]+)")

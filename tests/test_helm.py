@@ -1,4 +1,4 @@
-"""The Helm chart (deploy/helm/service-announcer) rendered by real helm: deploy/base's objects, accepted by the API server."""
+"""The Helm chart (charts/service-announcer) rendered by real helm: deploy/base's objects, accepted by the API server."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tests.kube_support import DEPLOY, REPOSITORY, helm_path, kustomize
 
 pytestmark = pytest.mark.kube
 
-CHART = DEPLOY / "helm" / "service-announcer"
+CHART = DEPLOY.parent / "charts" / "service-announcer"
 CALICO_VALUES = CHART / "values-calico.yaml"
 RELEASE = "service-announcer"
 NAMESPACE = "service-announcer"
