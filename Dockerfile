@@ -29,8 +29,11 @@ COPY pyproject.toml ./
 # README.m[d]: copied when present (pyproject.toml names it), without failing when it is not.
 COPY README.m[d] ./
 COPY announcer ./announcer
+# kubernetes.aio (the asyncio client, 68 MB) is never imported: tests/test_image_lock.py runs the announcer with it
+# made unimportable, and the compose lab runs this image.
 RUN /opt/announcer/bin/pip install --no-deps . \
-    && /opt/announcer/bin/pip uninstall --yes --quiet pip setuptools
+    && /opt/announcer/bin/pip uninstall --yes --quiet pip setuptools \
+    && rm -rf /opt/announcer/lib/python3*/site-packages/kubernetes/aio
 
 FROM debian:bookworm-slim
 

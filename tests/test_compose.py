@@ -83,9 +83,11 @@ def test_every_file_the_compose_file_and_the_images_use_exists() -> None:
 
 
 def test_the_product_image_holds_the_product_only_and_runs_unprivileged() -> None:
-    """Dockerfile copies the package, its metadata and the entrypoint, never lab/; it runs as uid 10001."""
+    """Dockerfile copies the package, its metadata, its dependencies' lock and the entrypoint, never lab/; it runs
+    as uid 10001."""
     dockerfile = (REPOSITORY / "Dockerfile").read_text(encoding="utf-8")
     assert set(copied_sources(REPOSITORY / "Dockerfile")) == {
+        "requirements/image.txt",
         "pyproject.toml",
         "README.m[d]",
         "announcer",
