@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from lab.controlplane import ADMIN, ControlPlane, binaries
+from tests.factories import service
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEPLOY = REPOSITORY / "deploy"
@@ -71,6 +72,24 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
         yield name
     finally:
         control_plane.kubectl("delete", "services,endpointslices", "--all", "-n", name, "--wait=false", check=False)
+
+
+def allocated_service(
+    name: str,
+    namespace: str,
+    policy: str | None,
+    families: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A Service for the API server to allocate: no clusterIP, only the policy and the families (when given)."""
+    obj = service(name, namespace=namespace, labels=labels)
+    if policy is not None:
+        obj["spec"]["ipFamilyPolicy"] = policy
+    if families is not None:
+        obj["spec"]["ipFamilies"] = families
+    obj["spec"].update(spec)
+    return obj
 
 
 def create(plane: ControlPlane, path: str, body: dict[str, Any]) -> dict[str, Any]:

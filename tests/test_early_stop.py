@@ -13,6 +13,7 @@ import pytest
 from lab.fakeapi import FakeApiServer
 from tests.exabgp_double import CONFIG, V4_PEERS, ExaBgpDouble
 from tests.factories import service
+from tests.test_exabgp_pipe import held_line
 from tests.test_state import Harness
 
 WEB_V4 = "neighbor 192.0.2.1 , neighbor 192.0.2.5 withdraw route 198.51.100.10/32 next-hop self"
@@ -22,13 +23,6 @@ WEB_V4 = "neighbor 192.0.2.1 , neighbor 192.0.2.5 withdraw route 198.51.100.10/3
 def api() -> Iterator[FakeApiServer]:
     with FakeApiServer(bookmark_interval=0.5).start() as server:
         yield server
-
-
-def held_line(peer: str, prefix: str) -> str:
-    return (
-        f"neighbor {peer} local-ip 192.0.2.11 local-as 64513 peer-as 64512 router-id 192.0.2.11 "
-        f"family-allowed in-open ipv4 unicast {prefix} next-hop 192.0.2.11"
-    )
 
 
 # `announcer run` whose set-up is interrupted by SIGTERM: the signal comes while `main` picks this node's peers,

@@ -13,7 +13,7 @@ from lab.controlplane import ControlPlane
 from lab.frr import FAMILIES
 from lab.lab import Lab
 from tests.factories import endpoint, endpoint_slice, service
-from tests.kube_support import create
+from tests.kube_support import allocated_service, create
 from tests.lab_support import LabKeeper
 from tests.test_e2e import (
     BOTH,
@@ -54,13 +54,7 @@ def real_lab(lab_keeper: LabKeeper) -> Iterator[Lab]:
 
 
 def new_service(name: str, policy: str | None, families: list[str] | None = None, **spec: Any) -> dict[str, Any]:
-    obj = service(name, namespace=NAMESPACE)
-    if policy is not None:
-        obj["spec"]["ipFamilyPolicy"] = policy
-    if families is not None:
-        obj["spec"]["ipFamilies"] = families
-    obj["spec"].update(spec)
-    return obj
+    return allocated_service(name, NAMESPACE, policy, families, **spec)
 
 
 def test_every_address_the_api_server_allocates_reaches_frr_on_its_own_family_sessions_only(real_lab: Lab) -> None:

@@ -25,8 +25,8 @@ from announcer.kube import Backoff, KubeApi, ListPage, Relisted, Resource, Resou
 from lab.controlplane import ANNOUNCER, NOBODY, ControlPlane, Identity, free_port
 from tests.conftest import make_config
 from tests.exabgp_double import CONFIG, V4_PEERS, V6_PEER, ExaBgpDouble
-from tests.factories import endpoint, endpoint_slice, service
-from tests.kube_support import create, wait_until
+from tests.factories import endpoint, endpoint_slice
+from tests.kube_support import allocated_service, create, wait_until
 from tests.test_peers_per_node import RACKS
 from tests.test_state import Harness
 
@@ -109,13 +109,8 @@ def labelled(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
 def new_service(
     name: str, namespace: str, policy: str, families: list[str] | None = None, **spec: Any
 ) -> dict[str, Any]:
-    """A Service for the API server to allocate: no clusterIP, only the policy (and the families, if given)."""
-    obj = labelled(service(name), namespace)
-    obj["spec"]["ipFamilyPolicy"] = policy
-    if families is not None:
-        obj["spec"]["ipFamilies"] = families
-    obj["spec"].update(spec)
-    return obj
+    """A Service for the API server to allocate, labelled for this test's announcer."""
+    return allocated_service(name, namespace, policy, families, labels={"announcer-test": namespace}, **spec)
 
 
 def host_prefix(address: str) -> str:
