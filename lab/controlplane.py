@@ -406,10 +406,9 @@ def _tail(path: str, lines: int = 20) -> str:
         return ""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main() -> int:
     """`python -m lab.controlplane`: start one on loopback, print its kubeconfigs, wait for Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    del argv
     with ControlPlane() as plane:
         print(f"kube-apiserver {kubernetes_version()} on {plane.url}, ready in {plane.ready_seconds:.2f} s")
         for identity in IDENTITIES:
