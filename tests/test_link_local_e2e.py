@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from lab import netns
 from lab.frr import FrrRouter
 from lab.lab import kubeconfig_text, project_tool
 from tests.factories import service
+from tests.kube_support import wait_until
 from tests.lab_support import require_lab_prerequisites
 
 pytestmark = pytest.mark.lab
@@ -45,17 +45,6 @@ router bgp 64512
  exit-address-family
 exit
 """
-
-
-def wait_for(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not reached within {timeout:.0f} s", pytrace=False)
-        time.sleep(0.25)
 
 
 class LinkLocalLab:
@@ -154,7 +143,7 @@ def test_the_announcer_peers_over_an_ipv6_link_local_address_with_its_interface_
         document = lab.frr.vtysh_json("show bgp ipv6 unicast json")
         return document.get("routes", {}).get("2001:db8:96::a/128")
 
-    paths = wait_for("FRR holds 2001:db8:96::a/128", route)
+    paths = wait_until(route, 60.0, "FRR holds 2001:db8:96::a/128", interval=0.25)
     neighbor = lab.frr.vtysh_json(f"show bgp neighbors {NODE_LL} json")[NODE_LL]
     assert neighbor["bgpState"] == "Established"
     assert [(path["peerId"], path["valid"]) for path in paths] == [(NODE_LL, True)]
