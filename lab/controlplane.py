@@ -139,6 +139,7 @@ class ControlPlane:
         port: int | None = None,
         service_cidrs: Sequence[str] = SERVICE_CIDRS,
         apiserver_flags: Sequence[str] = (),
+        identities: Sequence[Identity] = (),
         on_start: Callable[[ProcessRecord], None] | None = None,
         on_stop: Callable[[ProcessRecord], None] | None = None,
     ) -> None:
@@ -147,6 +148,7 @@ class ControlPlane:
         self.port = port
         self.service_cidrs = tuple(service_cidrs)
         self.apiserver_flags = tuple(apiserver_flags)
+        self.identities = (*IDENTITIES, *identities)  # the token file's users: ours and the caller's
         self._on_start = on_start
         self._on_stop = on_stop
         self.bin: Path | None = None
@@ -209,7 +211,7 @@ class ControlPlane:
             self._atexit = True
         try:
             make_certificates(self.directory, [self.bind_address])
-            (self.directory / "tokens.csv").write_text(token_file_text(IDENTITIES), encoding="utf-8")
+            (self.directory / "tokens.csv").write_text(token_file_text(self.identities), encoding="utf-8")
             self.port = self.port or free_port(self.bind_address)
             self.etcd_port, self.etcd_peer_port = free_port(), free_port()
             self.start_etcd()
@@ -266,8 +268,10 @@ class ControlPlane:
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
             "--allow-privileged=true", "--profiling=false", f"--cert-dir={d / 'certs'}",
-            *self.apiserver_flags,
         ]  # fmt: skip
+        # apiserver_flags replace the same flags above (some, --authorization-mode among them, refuse repeats).
+        replaced = {flag.split("=", 1)[0] for flag in self.apiserver_flags}
+        argv = [argv[0], *(flag for flag in argv[1:] if flag.split("=", 1)[0] not in replaced), *self.apiserver_flags]
         started = time.monotonic()
         self.apiserver = self._started(
             netns.start_process(

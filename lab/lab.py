@@ -214,9 +214,12 @@ class Lab:
         exabgp_environment: dict[str, str] | None = None,
         tors: Sequence[Tor] | None = None,
         kube: str = "stand-in",
+        kube_nodes: bool = False,
     ) -> None:
         if kube not in KUBE_KINDS:
             raise ValueError(f"kube {kube!r}: one of {', '.join(KUBE_KINDS)}")
+        if kube_nodes and (kube != "real" or not api_server):
+            raise ValueError("kube_nodes: real Kubernetes nodes need the real API server (kube='real', api_server)")
         if not prefix or not all(character.isalnum() or character == "-" for character in prefix):
             raise ValueError(f"prefix {prefix!r}: use letters, digits and '-'")
         if not 1 <= len(nodes) <= len(NODE_IPV4):
@@ -230,6 +233,10 @@ class Lab:
         self.announcer_command = announcer_command
         self.api_server = api_server
         self.kube = kube  # which API server: the stand-in (lab/fakeapi) or the real etcd and kube-apiserver
+        # Each node a real Kubernetes node (lab/node.py: containerd, kubelet, kube-proxy) instead of an ExaBGP the
+        # lab starts: the product then runs as its DaemonSet's pods, installed by the caller.
+        self.kube_nodes = kube_nodes
+        self.kube_node: dict[str, Any] = {}
         self.seed_path = seed_path
         self.frr_config = frr_config
         self.exabgp_environment = dict(exabgp_environment or {})
@@ -287,9 +294,12 @@ class Lab:
                 self.start_api_server()
             self.start_frr()
             self.timings["frr"] = time.monotonic() - started
-            for name in self.nodes:
-                self.start_exabgp(name)
-            if wait:
+            if self.kube_nodes:
+                self.start_kube_nodes()
+            else:
+                for name in self.nodes:
+                    self.start_exabgp(name)
+            if wait and not self.kube_nodes:
                 self.wait_established(timeout)
                 self.timings["established"] = time.monotonic() - started
         except BaseException:
@@ -413,10 +423,18 @@ class Lab:
         from lab.controlplane import ControlPlane, seed
 
         state = self._require_state()
+        flags: tuple[str, ...] = ()
+        identities: tuple[Any, ...] = ()
+        if self.kube_nodes:
+            from lab.node import APISERVER_FLAGS, node_identities
+
+            flags, identities = APISERVER_FLAGS, node_identities(tuple(self.nodes))
         plane = ControlPlane(
             self.run_dir / "controlplane",
             bind_address=API_ADDRESS,
             port=API_PORT,
+            apiserver_flags=flags,
+            identities=identities,
             on_start=state.add_process,
             on_stop=state.remove_process,
         )
@@ -426,6 +444,21 @@ class Lab:
             seed(plane, load_objects(self.seed_path))
         log.info("kube-apiserver %s ready in %.2f s", plane.url, plane.ready_seconds or 0.0)
         return plane
+
+    def start_kube_nodes(self) -> None:
+        """Every node as a real Kubernetes node (lab/node.py), each Ready on return."""
+        from lab.node import KubeNode
+
+        state = self._require_state()
+        for name, node in self.nodes.items():
+            tor = next(tor for tor in self.tors if name in tor.nodes)
+            kube_node = KubeNode(
+                self.api, name, node.namespace, (node.ipv4, node.ipv6), node.directory / "kube",
+                gateways=(tor.ipv4, tor.ipv6), on_start=state.add_process, on_stop=state.remove_process,
+            )  # fmt: skip
+            self.kube_node[name] = kube_node
+            kube_node.start(progress=log.info)
+        self.timings["kube_nodes"] = max(n.timings.get("ready", 0.0) for n in self.kube_node.values())
 
     def kubeconfig(self) -> str:
         """The kubeconfig every node's announcer gets: the stand-in's (plain HTTP), or the real server's with the
@@ -703,6 +736,12 @@ class Lab:
                 self.stop_exabgp(name, timeout=5.0)
             except Exception as error:  # keep tearing down whatever fails
                 notes.append(f"stopping ExaBGP on {name} failed: {error}")
+        for name, kube_node in list(self.kube_node.items()):
+            try:
+                kube_node.stop()
+            except Exception as error:  # keep tearing down whatever fails
+                notes.append(f"stopping the Kubernetes node {name} failed: {error}")
+        self.kube_node = {}
         for router in self.routers.values():
             router.stop()
         self.routers = {}
@@ -736,9 +775,14 @@ class Lab:
 
 def down_everything(prefixes: Sequence[str] = (DEFAULT_PREFIX, TEST_PREFIX), state_dir: Path = STATE_DIR) -> list[str]:
     """Clean up every lab recorded in state_dir, then anything left named with prefixes; return notes."""
+    from lab.node import clean_up
+
     notes: list[str] = []
     for state in netns.saved_states(state_dir):
         notes += netns.teardown(state, state.prefix)
+        # A real node's pods, shims and mounts outlive its killed processes.
+        for folder in Path(state.run_dir).glob("*/kube") if state.run_dir else ():
+            clean_up(folder)
     for prefix in prefixes:
         notes += netns.teardown(None, prefix)
     return notes

@@ -1,0 +1,3 @@
+module service-announcer.invalid/lab/images
+
+go 1.25.0
