@@ -67,6 +67,7 @@ class BgpPath:
     valid: bool
     best: bool
     multipath: bool
+    stale: bool = False  # kept through a graceful restart, not yet refreshed by the restarted peer
 
 
 def parse_bgp_table(document: Any) -> dict[str, list[BgpPath]]:
@@ -87,6 +88,7 @@ def parse_bgp_table(document: Any) -> dict[str, list[BgpPath]]:
                     valid=bool(path.get("valid", False)),
                     best=bool(path.get("bestpath", False)),
                     multipath=bool(path.get("multipath", False)),
+                    stale=bool(path.get("stale", False)),
                 )
             )
     return table

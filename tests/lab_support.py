@@ -53,11 +53,13 @@ class LabKeeper:
         seed_path: Path | None = None,
         config_path: Path | None = None,
         kube: str = "stand-in",
+        kube_nodes: bool = False,
     ) -> Lab:
         """A running lab with this API process, seed, configuration and API server (the stand-in, or the real
-        one), reusing the current one when it matches."""
+        one), reusing the current one when it matches. kube_nodes: node-a alone, as a real Kubernetes node (no
+        ExaBGP of the lab's own: the caller installs the product)."""
         require_lab_prerequisites()
-        kind = (announcer_command, seed_path, config_path, kube)
+        kind = (announcer_command, seed_path, config_path, kube + ("+nodes" if kube_nodes else ""))
         if self.current is not None and self._kind == kind:
             self.heal()
             return self.current
@@ -71,6 +73,8 @@ class LabKeeper:
             # The end-to-end tests read the announcer's commands from ExaBGP's log (one line per route).
             exabgp_environment={"exabgp.log.processes": "true"},
             kube=kube,
+            kube_nodes=kube_nodes,
+            **({"nodes": ("node-a",)} if kube_nodes else {}),
         )
         print(f"lab {self.prefix}: starting, run directory {lab.run_dir}", file=sys.stderr)
         lab.up()  # tears itself down when it fails
@@ -80,7 +84,7 @@ class LabKeeper:
     def heal(self, timeout: float = 60.0) -> None:
         """Restart ExaBGP where a test left it stopped, then wait for every session."""
         lab = self.current
-        if lab is None:
+        if lab is None or lab.kube_nodes:
             return
         for name in lab.nodes:
             if lab.exabgp_pid(name) is None:
