@@ -30,6 +30,7 @@ log = logging.getLogger("lab")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 WATCH_INTERVAL = 0.5  # seconds between checks that the lab is still there (`python -m lab down` elsewhere)
 FINISH_WAIT = 10.0  # seconds given to a teardown from elsewhere to finish before this process cleans up too
 
@@ -57,10 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--kube",
-        choices=["stand-in", "real"],
+        choices=["stand-in", "real", "node"],
         default="stand-in",
         help="the API server: the stand-in (default), or a real etcd and kube-apiserver (built on first use, then "
-        "cached: scripts/kube-build) with the announcer on deploy/base's ServiceAccount",
+        "cached: scripts/kube-build) with the announcer on deploy/base's ServiceAccount; 'node': that control plane "
+        "and node-a as a real Kubernetes node (containerd, kubelet, kube-proxy) with the product installed by "
+        "kubectl apply -k deploy/base",
     )
     up.add_argument("--seed", type=Path, default=SAMPLES, help="objects the API server starts with")
     up.add_argument("--run-dir", type=Path, help="where configs and logs go (default: a new temporary folder)")
@@ -153,6 +156,12 @@ def command_up(arguments: argparse.Namespace) -> int:
             seed_path=arguments.seed,
             kube=arguments.kube,
         )
+    elif arguments.kube == "node":
+        if arguments.config or arguments.announcer_command:
+            print("--kube node runs deploy/base as it is: no --config nor --announcer-command", file=sys.stderr)
+            return EXIT_USAGE
+        lab = Lab(prefix=arguments.prefix, nodes=("node-a",), run_dir=arguments.run_dir, api_server=True,
+                  seed_path=arguments.seed, kube="real", kube_nodes=True)  # fmt: skip
     else:
         lab = Lab(
             prefix=arguments.prefix,
@@ -166,6 +175,9 @@ def command_up(arguments: argparse.Namespace) -> int:
     try:
         started = time.monotonic()
         lab.up()
+        if lab.kube_nodes:
+            print("node-a is a Kubernetes node; installing the product: kubectl apply -k deploy/base", file=sys.stderr)
+            lab.install_product()
         print(f"lab up: all {len(lab.peers())} sessions Established after {lab.timings['established']:.2f} s; "
               f"run directory {lab.run_dir}", file=sys.stderr)  # fmt: skip
         if not lab.wait_rib_stable(quiet=3.0, timeout=arguments.settle):

@@ -460,6 +460,14 @@ class Lab:
             kube_node.start(progress=log.info)
         self.timings["kube_nodes"] = max(n.timings.get("ready", 0.0) for n in self.kube_node.values())
 
+    def install_product(self, kustomization: Path = REPOSITORY / "deploy" / "base", timeout: float = 120.0) -> None:
+        """kubectl apply -k (deploy/base by default) onto the real nodes, as a user installs the product; returns once
+        FRR's sessions with every node are up (the DaemonSet's pods run ExaBGP)."""
+        started = time.monotonic()
+        self.api.kubectl("apply", "-k", str(kustomization))
+        self.wait_established(timeout)
+        self.timings["established"] = time.monotonic() - started
+
     def kubeconfig(self) -> str:
         """The kubeconfig every node's announcer gets: the stand-in's (plain HTTP), or the real server's with the
         token of the ServiceAccount deploy/base/rbac.yaml binds."""
