@@ -180,6 +180,7 @@ class CalicoLab(Lab):
         seed_path: Path | None = None,
         exabgp_environment: dict[str, str] | None = None,
         kube: str = "stand-in",
+        kube_nodes: bool = False,
     ) -> None:
         super().__init__(
             prefix,
@@ -192,6 +193,7 @@ class CalicoLab(Lab):
             frr_config=FRR_TOR_CONF,
             exabgp_environment=exabgp_environment,
             kube=kube,
+            kube_nodes=kube_nodes,
         )
         for name in nodes:
             recorded_rendering(name)  # fails early for a node without recorded files
@@ -234,6 +236,14 @@ class CalicoLab(Lab):
             if self.bird_pid(name, family) is None:
                 self.start_bird(name, family)
         return record
+
+    def start_kube_nodes(self) -> None:
+        """Real Kubernetes nodes (the product comes as the Calico overlay's DaemonSet), each with its BIRD and BIRD6,
+        as calico-node runs them beside the pods."""
+        super().start_kube_nodes()
+        for name in self.nodes:
+            for family in FAMILIES:
+                self.start_bird(name, family)
 
     # BIRD per node and family
 

@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from lab import netns
+from lab.calico import CalicoLab
 from lab.controlplane import ADMIN, ControlPlane
 from lab.frr import FAMILIES, Family
-from lab.lab import Lab
+from lab.lab import TEST_PREFIX, Lab
 from lab.node_images import WEB_IMAGE
-from tests.kube_support import create, wait_until
-from tests.lab_support import LabKeeper
+from tests.kube_support import allocated_service, create, wait_until
+from tests.lab_support import LabKeeper, require_lab_prerequisites
 from tests.test_helm import CHART, helm
 
 pytestmark = [pytest.mark.lab, pytest.mark.kube]
@@ -35,6 +36,9 @@ WORKLOAD = "web"
 LOCAL_LB = {"ipv4": "198.51.100.130", "ipv6": "2001:db8:1b::130"}
 CLUSTER_LB = {"ipv4": "198.51.100.131", "ipv6": "2001:db8:1b::131"}
 INSTALL_TIMEOUT = 120.0
+# node-a's IPAM blocks in calico-node's recorded BIRD configuration (BIRD announces them; the lab's pods take their
+# addresses from lab/node.py's bridge range instead, so BIRD's blackhole for the block never shadows them).
+CALICO_POD_BLOCK: dict[Family, str] = {"ipv4": "10.244.0.0/26", "ipv6": "fd00:10:244::/122"}
 
 
 def family_of(address: str) -> Family:
@@ -392,3 +396,36 @@ def test_the_helm_chart_installs_the_same_product_on_the_node(node_lab: Lab, tmp
         removed = helm("uninstall", release, "-n", namespace, "--kubeconfig", kubeconfig, "--wait", "--timeout", "90s")
         assert removed.returncode == 0, removed.stderr
     wait_for_rib(node_lab, set(), timeout=60)
+
+
+def test_beside_calicos_bird_the_calico_overlay_reaches_frr_through_bird_and_bird6(
+    lab_keeper: LabKeeper, tmp_path: Path
+) -> None:
+    """The Calico topology on the real node: BIRD and BIRD6 with calico-node v3.29's recorded configuration peer with
+    FRR; kubectl apply -k deploy/overlays/calico; the pod's ExaBGP (passive on loopback) gets BIRD's sessions and
+    FRR learns each Service address from the node's BIRD of its family, next hop the node, beside the pod block."""
+    lab_keeper.close()  # the lab addresses (and the machine-wide lock) are one lab's at a time
+    require_lab_prerequisites()
+    lab = CalicoLab(TEST_PREFIX, nodes=(NODE,), kube="real", kube_nodes=True)
+    lab.up(timeout=60)
+    try:
+        lab.install_product(REPOSITORY / "deploy" / "overlays" / "calico")
+        plane: ControlPlane = lab.api
+        plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "calico-mode"}}])
+        created = create(plane, "/api/v1/namespaces/calico-mode/services",
+                         allocated_service("dual", "calico-mode", "RequireDualStack"))  # fmt: skip
+        addresses = {KUBERNETES_SERVICE, *created["spec"]["clusterIPs"]}
+        wanted = expected_rib(addresses)
+        for family, block in CALICO_POD_BLOCK.items():
+            wanted[family][PEER[family]].add(block)
+
+        def matches() -> bool:
+            return all(rib(lab, family) == wanted[family] for family in FAMILIES)
+
+        if not poll(matches, 90):
+            pytest.fail(f"expected {wanted}, got {[rib(lab, family) for family in FAMILIES]}", pytrace=False)
+        hops = {family: {hop for paths in lab.frr().bgp_table(family).values() for p in paths for hop in p.next_hops}
+                for family in FAMILIES}  # fmt: skip
+        assert hops == {family: {PEER[family]} for family in FAMILIES}
+    finally:
+        lab.down()
