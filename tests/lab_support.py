@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lab.frr import Family, frr_missing_reason
-from lab.lab import EXAMPLE_CONFIG, TEST_PREFIX, Lab
+from lab.lab import DEFAULT_NODES, EXAMPLE_CONFIG, TEST_PREFIX, Lab
 
 # What the trivial API process announces: every node the cluster IPs, only node-a the load-balancer IPs.
 STATIC_ROUTES = ("198.51.100.10/32", "2001:db8:96::a/128", "198.51.100.128/32@node-a", "2001:db8:1b::1/128@node-a")
@@ -66,6 +66,7 @@ class LabKeeper:
         self.close()
         lab = Lab(
             self.prefix,
+            ("node-a",) if kube_nodes else DEFAULT_NODES,
             announcer_command=announcer_command,
             api_server=True,
             seed_path=seed_path,
@@ -74,7 +75,6 @@ class LabKeeper:
             exabgp_environment={"exabgp.log.processes": "true"},
             kube=kube,
             kube_nodes=kube_nodes,
-            **({"nodes": ("node-a",)} if kube_nodes else {}),
         )
         print(f"lab {self.prefix}: starting, run directory {lab.run_dir}", file=sys.stderr)
         lab.up()  # tears itself down when it fails

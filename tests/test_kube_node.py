@@ -183,7 +183,7 @@ def workload(node_lab: Lab) -> Iterator[dict[str, set[str]]]:
     plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
     labels = {"app": WORKLOAD}
     probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1}
-    deployment = {
+    deployment: dict[str, object] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": WORKLOAD, "namespace": namespace},
