@@ -33,8 +33,13 @@ NODE = "node-a"
 PEER: dict[Family, str] = {"ipv4": "192.0.2.11", "ipv6": "2001:db8::11"}
 KUBERNETES_SERVICE = "198.51.100.1"
 WORKLOAD = "web"
-LOCAL_LB = {"ipv4": "198.51.100.130", "ipv6": "2001:db8:1b::130"}
-CLUSTER_LB = {"ipv4": "198.51.100.131", "ipv6": "2001:db8:1b::131"}
+# The workload's Services: every ipFamilyPolicy (and family order), each with externalTrafficPolicy Local and Cluster.
+POLICIES: tuple[tuple[str, str, list[str]], ...] = (
+    ("v4", "SingleStack", ["IPv4"]),
+    ("v6", "SingleStack", ["IPv6"]),
+    ("prefer", "PreferDualStack", ["IPv4", "IPv6"]),
+    ("require", "RequireDualStack", ["IPv6", "IPv4"]),
+)
 INSTALL_TIMEOUT = 120.0
 # node-a's IPAM blocks in calico-node's recorded BIRD configuration (BIRD announces them; the lab's pods take their
 # addresses from lab/node.py's bridge range instead, so BIRD's blackhole for the block never shadows them).
@@ -175,9 +180,9 @@ def installed(node_lab: Lab, tmp_path: Path) -> Iterator[Installed]:
 
 @pytest.fixture
 def workload(node_lab: Lab) -> Iterator[dict[str, set[str]]]:
-    """The test web server (2 replicas, readiness on /healthz) behind a Local and a Cluster LoadBalancer Service,
-    RequireDualStack, whose ingress addresses are set through the status subresource. Yields the addresses per
-    Service name ('local', 'cluster')."""
+    """The test web server (one replica, readiness on /healthz) behind LoadBalancer Services of every
+    ipFamilyPolicy, each with externalTrafficPolicy Local and Cluster, their ingress addresses set through the status
+    subresource (one per family). Yields every address, the Local Services' and the Cluster ones'."""
     plane: ControlPlane = node_lab.api
     namespace = "workload"
     plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
@@ -200,21 +205,27 @@ def workload(node_lab: Lab) -> Iterator[dict[str, set[str]]]:
         },
     }  # fmt: skip
     plane.apply([deployment])
-    addresses: dict[str, set[str]] = {}
-    for name, policy, ingress in (("local", "Local", LOCAL_LB), ("cluster", "Cluster", CLUSTER_LB)):
-        body = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack", "externalTrafficPolicy": policy,
-                     "allocateLoadBalancerNodePorts": False, "selector": labels,
-                     "ports": [{"port": 80, "targetPort": 8080}]},
-        }  # fmt: skip
-        created = create(plane, f"/api/v1/namespaces/{namespace}/services", body)
-        status = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress.values()]}}}
-        answer, _ = plane.request("PATCH", f"/api/v1/namespaces/{namespace}/services/{name}/status", status)
-        assert answer == 200
-        addresses[name] = {*created["spec"]["clusterIPs"], *ingress.values()}
+    addresses: dict[str, set[str]] = {"local": set(), "cluster": set()}
+    index = 130
+    for traffic in ("Local", "Cluster"):
+        for suffix, policy, families in POLICIES:
+            name = f"{traffic.lower()}-{suffix}"
+            body = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"type": "LoadBalancer", "ipFamilyPolicy": policy, "ipFamilies": families,
+                         "externalTrafficPolicy": traffic, "allocateLoadBalancerNodePorts": False,
+                         "selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+            }  # fmt: skip
+            created = create(plane, f"/api/v1/namespaces/{namespace}/services", body)
+            ingress = [f"198.51.100.{index}" if family == "IPv4" else f"2001:db8:1b::{index}" for family in
+                       created["spec"]["ipFamilies"]]  # fmt: skip
+            index += 1
+            status = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress]}}}
+            answer, _ = plane.request("PATCH", f"/api/v1/namespaces/{namespace}/services/{name}/status", status)
+            assert answer == 200
+            addresses[traffic.lower()] |= {*created["spec"]["clusterIPs"], *ingress}
     try:
         yield addresses
     finally:
@@ -255,9 +266,10 @@ def test_deploy_base_runs_on_the_node_and_frr_learns_each_service_address_on_its
 def test_a_pod_turning_unready_withdraws_the_local_service_and_ready_again_restores_it(
     node_lab: Lab, installed: Installed, workload: dict[str, set[str]]
 ) -> None:
-    """The readiness probe fails: the EndpointSlice controller marks the endpoint not ready, and the node withdraws
-    the Local Service's addresses in both families (cluster IPs follow externalTrafficPolicy in deploy/base's
-    configuration); the Cluster Service stays. The probe passes again: they come back."""
+    """The readiness probe fails: the EndpointSlice controller marks the endpoint not ready in each family's slice,
+    and the node withdraws the Local Services' addresses, each on its family's session (cluster IPs follow
+    externalTrafficPolicy in deploy/base's configuration); the Cluster Services' stay. The probe passes again: they
+    come back."""
     installed.apply(base_config())
     everything = {KUBERNETES_SERVICE, *workload["local"], *workload["cluster"]}
     wait_for_rib(node_lab, everything, timeout=90)
