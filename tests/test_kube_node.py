@@ -165,7 +165,9 @@ class Installed:
         return pod
 
     def remove(self) -> None:
-        kubectl(self.lab, "delete", "-k", str(self.folder), "--ignore-not-found", "--wait=true", "--timeout=90s")
+        """The DaemonSet goes and its pods stop; the namespace, the account and the ConfigMaps stay for the next
+        test (a namespace's deletion waits for the namespace controller)."""
+        kubectl(self.lab, "delete", "daemonset", PRODUCT, "-n", PRODUCT, "--ignore-not-found", "--wait=true")
         wait_until(lambda: not product_pods(self.lab), 90, "the product's pods gone")
 
 
@@ -229,7 +231,9 @@ def workload(node_lab: Lab) -> Iterator[dict[str, set[str]]]:
     try:
         yield addresses
     finally:
-        kubectl(node_lab, "delete", "namespace", namespace, "--wait=true", "--timeout=90s", check=False)
+        kubectl(node_lab, "delete", "deployment,services", "--all", "-n", namespace, "--wait=true", "--timeout=90s")
+        wait_until(lambda: not json.loads(kubectl(node_lab, "get", "pods", "-n", namespace, "-o", "json"))["items"],
+                   90, "the workload's pods gone")  # fmt: skip
 
 
 def web_pod(lab: Lab) -> dict[str, Any]:
