@@ -28,6 +28,9 @@ class Presence(Enum):
     DELETING = "being deleted"  # metadata.deletionTimestamp set
 
 
+_SAID: dict[Presence, str] = {presence: str(presence.value) for presence in Presence}
+
+
 @dataclass(frozen=True)
 class Found:
     """What the shell found out at the stop: the DaemonSet that owns this pod, and this node's Node (None: missing).
@@ -72,7 +75,7 @@ def decide_stop(  # noqa: PLR0911  (one return per condition, in the order they 
     if isinstance(facts, Unknown):
         return _withdraw(f"cannot tell whether a next pod comes ({facts.why})")
     if facts.daemonset is not Presence.PRESENT:
-        return _withdraw(f"the pod's DaemonSet is {facts.daemonset.value}: no next pod comes")
+        return _withdraw(f"the pod's DaemonSet is {_SAID[facts.daemonset]}: no next pod comes")
     node = facts.node
     if node is None:
         return _withdraw("this node's Node is missing: no next pod comes")

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from announcer.config import ConfigError
 from announcer.convert import ObjectError, ObjectKind, being_deleted, controlling_daemonset, convert_object
 from announcer.handover import (
     Found,
@@ -21,6 +22,7 @@ from announcer.handover import (
 )
 from announcer.policy import NodeRule, NodeView
 from announcer.shapes import NodeShape
+from tests.conftest import make_config
 
 READY = NodeView("node-a", {}, {}, ready="True")
 CORDONED = NodeView("node-a", {}, {}, unschedulable=True, ready="True")
@@ -195,3 +197,14 @@ def test_a_node_being_deleted_reads_as_deleting_from_json_and_from_its_shape() -
     plain = convert_object(ObjectKind.NODE, {"metadata": {"name": "node-a"}}, "")
     assert isinstance(plain.view, NodeView)
     assert not plain.view.deleting
+
+
+# --- the setting ---------------------------------------------------------------------------------------------------
+def test_speaker_stop_is_auto_by_default_and_takes_withdraw() -> None:
+    assert make_config().speaker.stop == "auto"
+    assert make_config(speaker={"stop": "withdraw"}).speaker.stop == "withdraw"
+
+
+def test_an_unknown_speaker_stop_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"speaker\.stop: Input should be 'auto' or 'withdraw'"):
+        make_config(speaker={"stop": "hand-over"})
