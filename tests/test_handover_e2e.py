@@ -26,7 +26,6 @@ PRODUCT = "service-announcer"  # the namespace deploy/base/rbac.yaml's Role cove
 NAMESPACE = "e2e-handover"
 KUBERNETES_SERVICE = "198.51.100.1"  # the real API server's own Service: every node announces it
 NODE_A_PEERS = tuple(NODE_ADDRESS[family][NODE_A] for family in FAMILIES)
-POD = f"{PRODUCT}-{zlib.crc32(NODE_A.encode()):08x}"
 
 
 @dataclass
@@ -71,18 +70,27 @@ def notifications_from_node_a(lab: Lab) -> int:
     return sum(int(neighbors[peer]["messageStats"]["notificationsRecv"]) for peer in NODE_A_PEERS)
 
 
-def start_node_a(lab: Lab) -> None:
+def start_node_a(lab: Lab, pod: str) -> None:
     """node-a's ExaBGP through the image's entrypoint, as the DaemonSet's pod on node-a (downward API's values)."""
     lab.stop_exabgp(NODE_A)
-    lab.start_entrypoint(NODE_A, environment={"POD_NAME": POD, "POD_NAMESPACE": PRODUCT})
+    lab.start_entrypoint(NODE_A, environment={"POD_NAME": pod, "POD_NAMESPACE": PRODUCT})
+
+
+@dataclass
+class HandoverLab:
+    """The lab, and the name of node-a's pod (one per test: a deleted pod may linger, being deleted, for a while)."""
+
+    lab: Lab
+    pod: str
 
 
 @pytest.fixture
-def handover_lab(lab_keeper: LabKeeper) -> Iterator[Lab]:
+def handover_lab(lab_keeper: LabKeeper, request: pytest.FixtureRequest) -> Iterator[HandoverLab]:
     """The lab on the real kube-apiserver with graceful restart on every node; node-a's Node (Ready), the DaemonSet
     and node-a's pod made by hand (no controller runs there), a dual-stack Service; node-a's ExaBGP started through
     the entrypoint. Afterwards every object goes and node-a runs ExaBGP directly again."""
     lab = lab_keeper.get(config_path=HANDOVER_CONFIG, kube="real")
+    pod = f"{PRODUCT}-{zlib.crc32(request.node.nodeid.encode()):08x}"
     plane: ControlPlane = lab.api
     plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     made: list[str] = []
@@ -94,12 +102,12 @@ def handover_lab(lab_keeper: LabKeeper) -> Iterator[Lab]:
         assert status == 200, answer
         owner = create(plane, f"/apis/apps/v1/namespaces/{PRODUCT}/daemonsets", daemonset_object())
         made.append(f"/apis/apps/v1/namespaces/{PRODUCT}/daemonsets/{PRODUCT}")
-        create(plane, f"/api/v1/namespaces/{PRODUCT}/pods", pod_object(owner))
-        made.append(f"/api/v1/namespaces/{PRODUCT}/pods/{POD}")
-        start_node_a(lab)
+        create(plane, f"/api/v1/namespaces/{PRODUCT}/pods", pod_object(owner, pod))
+        made.append(f"/api/v1/namespaces/{PRODUCT}/pods/{pod}?gracePeriodSeconds=0")  # no kubelet to wait for
+        start_node_a(lab, pod)
         lab.wait_established(SESSIONS)
         lab.frr().vtysh("configure terminal", "debug bgp updates in")  # FrrReceived reads bgpd's log
-        yield lab
+        yield HandoverLab(lab, pod)
     finally:
         for path in reversed(made):
             plane.request("DELETE", path)
@@ -124,14 +132,14 @@ def daemonset_object() -> dict[str, Any]:
     }
 
 
-def pod_object(owner: dict[str, Any]) -> dict[str, Any]:
+def pod_object(owner: dict[str, Any], name: str) -> dict[str, Any]:
     """node-a's pod as the DaemonSet controller makes it: controlled by the DaemonSet, bound to node-a."""
     reference = {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": PRODUCT, "uid": owner["metadata"]["uid"],
                  "controller": True, "blockOwnerDeletion": True}  # fmt: skip
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": POD, "namespace": PRODUCT, "ownerReferences": [reference],
+        "metadata": {"name": name, "namespace": PRODUCT, "ownerReferences": [reference],
                      "labels": owner["spec"]["selector"]["matchLabels"]},
         "spec": {"nodeName": NODE_A, "serviceAccountName": PRODUCT, "automountServiceAccountToken": False,
                  "containers": owner["spec"]["template"]["spec"]["containers"]},
@@ -148,13 +156,13 @@ def dual_stack_service(lab: Lab) -> list[str]:
 
 
 def test_a_rollout_restart_hands_the_routes_over_and_frr_never_misses_one_nor_keeps_one_stale(
-    handover_lab: Lab,
+    handover_lab: HandoverLab,
 ) -> None:
     """SIGTERM to node-a's entrypoint while its DaemonSet and Node stay (a `kubectl rollout restart`): the announcer
     hands over (no withdraw), ExaBGP closes its sessions without a NOTIFICATION, FRR keeps every route of node-a,
     stale; the next ExaBGP and announcer announce them again and send End-of-RIB: fresh, none stale, none missing at
     any sample."""
-    lab = handover_lab
+    lab = handover_lab.lab
     every = dual_stack_service(lab)
     full = len(every)
     log = lab.node(NODE_A).exabgp_log
@@ -166,7 +174,7 @@ def test_a_rollout_restart_hands_the_routes_over_and_frr_never_misses_one_nor_ke
         stopped = log.read_bytes()[offset:].decode(errors="replace")
         lab.wait_for(lambda _: watch.sample()[1] == full, timeout=10.0)  # FRR keeps every route of node-a, stale
         assert "Established" not in watch.sample()[2]
-        start_node_a(lab)
+        start_node_a(lab, handover_lab.pod)
         lab.wait_established(SESSIONS)
         lab.wait_for(lambda _: watch.sample()[:2] == (full, 0), timeout=ARRIVAL)
         time.sleep(1.0)
@@ -183,10 +191,10 @@ def test_a_rollout_restart_hands_the_routes_over_and_frr_never_misses_one_nor_ke
     print(f"hand-over: {len(watch.samples)} samples, {full} routes kept throughout")
 
 
-def test_a_stop_whose_daemonset_is_gone_withdraws_before_the_sessions_close(handover_lab: Lab) -> None:
+def test_a_stop_whose_daemonset_is_gone_withdraws_before_the_sessions_close(handover_lab: HandoverLab) -> None:
     """The DaemonSet deleted (uninstalled), then SIGTERM to node-a's entrypoint: no next pod comes, so the announcer
     withdraws every route and FRR drops them on UPDATEs before ExaBGP closes the sessions: never stale."""
-    lab = handover_lab
+    lab = handover_lab.lab
     every = dual_stack_service(lab)
     plane: ControlPlane = lab.api
     status, answer = plane.request("DELETE", f"/apis/apps/v1/namespaces/{PRODUCT}/daemonsets/{PRODUCT}")

@@ -145,7 +145,7 @@ def scenes(control_plane: ControlPlane) -> Iterator[list[Scene]]:
         for path in (scene.daemonset_path, scene.node_path):
             scene.release(path)
             scene.plane.request("DELETE", path)
-        scene.plane.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{scene.pod}")
+        scene.plane.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{scene.pod}?gracePeriodSeconds=0")
 
 
 @pytest.fixture
