@@ -282,14 +282,17 @@ def _stop(config: Config, api: KubeApi, announcer: Announcer, pipe: ExaBgpPipe, 
     as stale, graceful restart) when handover.py says one comes, else withdraw them all. The API server is asked
     only when a hand-over is possible, within LOOKUP_LIMIT (at most half of shutdown_timeout)."""
     number = signals.received or signal.SIGTERM
+    name = signal.Signals(number).name
+    if pipe.closed.is_set():  # ExaBGP is going (it said 'shutdown', or closed the pipe): nothing can be written
+        log.info("signal %s: ExaBGP's pipe is closed: nothing to withdraw; exiting", name)
+        return
     graceful_restart, setting, rule = config.bgp.graceful_restart, config.speaker.stop, config.node_state.rule()
     facts = None
-    if lookup_needed(graceful_restart, setting) and not pipe.closed.is_set():
+    if lookup_needed(graceful_restart, setting):
         watched = WatchedNode(announcer.table.node_view) if rule.enabled else None
         limit = min(LOOKUP_LIMIT, config.speaker.shutdown_timeout / 2)
         facts = look_up(api, os.environ, config.node, rule, watched=watched, limit=limit)
     decision = decide_stop(graceful_restart, setting, facts)
-    name = signal.Signals(number).name
     if decision.action is StopAction.HAND_OVER:
         log.info("signal %s: stopping: handing over to the DaemonSet's next pod: %s", name, decision.reason)
         return

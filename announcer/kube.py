@@ -520,7 +520,8 @@ def _brief(error: BaseException) -> str:
 
 
 def describe_read_failure(error: BaseException, what: str) -> str:
-    """A failed GET of `what` (pods, apps/daemonsets) in one sentence; a 403 names the Role that grants it."""
+    """A failed GET of `what` (nodes, pods, apps/daemonsets) in one sentence; a 403 names the role that grants it."""
     status = error.status if isinstance(error, kubernetes.client.ApiException) else None
-    hint = f" (the announcer's account may not get {what}: see deploy/base/rbac.yaml's Role)" if status == 403 else ""
+    role = "ClusterRole" if what == "nodes" else "Role"
+    hint = f" (the announcer's account may not get {what}: see deploy/base/rbac.yaml's {role})" if status == 403 else ""
     return _brief(error) + hint
