@@ -237,6 +237,13 @@ class Speaker(StrictModel):
     max_in_flight: int = Field(default=8, ge=1, le=1000, description="Commands sent before waiting for acks.")
     ack_timeout: float = Field(default=30.0, gt=0, description="How long one ack may take before it is given up.")
     shutdown_timeout: float = Field(default=5.0, gt=0, description="Bound on the withdraw-all at SIGTERM (s).")
+    stop: Literal["auto", "withdraw"] = Field(
+        default="auto",
+        description="At SIGTERM with bgp.graceful_restart on: 'auto' hands the routes over to the DaemonSet's next "
+        "pod (nothing withdrawn; the peers keep them as stale until its End-of-RIB) when the pod's DaemonSet and Node "
+        "stay (asked of the API server, at most 2 s; POD_NAME and POD_NAMESPACE from the downward API), and withdraws "
+        "otherwise; 'withdraw' always withdraws. Without graceful restart every stop withdraws.",
+    )
     batch_delay: float = Field(
         default=0.001,
         ge=0,

@@ -375,13 +375,21 @@ def node_view(obj: Mapping[str, object]) -> tuple[NodeView, list[Problem]]:
         spec_is_object=spec is None or isinstance(spec, Mapping),
         unschedulable=spec.get("unschedulable") if isinstance(spec, Mapping) else None,
         conditions=status.get("conditions") if isinstance(status, Mapping) else None,
+        deletion=metadata.get("deletionTimestamp"),
     )
 
 
 def _node_view(
-    name: str, labels: object, annotations: object, *, spec_is_object: bool, unschedulable: object, conditions: object
+    name: str,
+    labels: object,
+    annotations: object,
+    *,
+    spec_is_object: bool,
+    unschedulable: object,
+    conditions: object,
+    deletion: object = None,
 ) -> tuple[NodeView, list[Problem]]:
-    """Every check of a Node's fields, whichever way they were read."""
+    """Every check of a Node's fields, whichever way they were read (any deletionTimestamp: being deleted)."""
     where = f"Node {name}"
     problems: list[Problem] = []
     kept_labels = string_map(labels, "metadata.labels", where, problems)
@@ -396,7 +404,34 @@ def _node_view(
             Problem(where, "spec.unschedulable", f"{shown(unschedulable)} is not a boolean; taken as false")
         )
     ready = _ready(conditions, where, problems)
-    return NodeView(name, kept_labels, kept_annotations, cordoned, ready), problems
+    return NodeView(name, kept_labels, kept_annotations, cordoned, ready, deleting=deletion is not None), problems
+
+
+# --- the stop's hand-over (announcer/handover.py): this pod's controlling DaemonSet, and objects being deleted -----
+def controlling_daemonset(pod: object) -> str:
+    """The name of the apps/v1 DaemonSet a Pod's controller ownerReference names; ObjectError saying why not."""
+    metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
+    references = metadata.get("ownerReferences") if isinstance(metadata, Mapping) else None
+    controllers = [
+        reference
+        for reference in (references if isinstance(references, list) else [])[:MAX_LIST_ITEMS]
+        if isinstance(reference, Mapping) and reference.get("controller") is True
+    ]
+    if not controllers:
+        raise ObjectError("the pod has no controller (metadata.ownerReferences)")
+    owner = controllers[0]
+    kind, version, name = owner.get("kind"), owner.get("apiVersion"), owner.get("name")
+    if kind != "DaemonSet" or version != "apps/v1":
+        raise ObjectError(f"the pod's controller is a {shown(kind)} ({shown(version)}), not an apps/v1 DaemonSet")
+    if not isinstance(name, str) or not DNS_SUBDOMAIN.fullmatch(name):
+        raise ObjectError(f"the pod's controller name {shown(name)} is not a DaemonSet name")
+    return name
+
+
+def being_deleted(obj: object) -> bool:
+    """Whether an object carries metadata.deletionTimestamp (its deletion has begun; finalizers hold it)."""
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+    return isinstance(metadata, Mapping) and metadata.get("deletionTimestamp") is not None
 
 
 class ObjectKind(Enum):
@@ -483,6 +518,7 @@ def _view(
             spec_is_object=True,
             unschedulable=spec.unschedulable if spec is not None else None,
             conditions=status.conditions if status is not None else None,
+            deletion=obj.metadata.deletionTimestamp,
         )
     if isinstance(obj, ObjectShape):
         raise TypeError(f"{type(obj).__name__}: not an object's shape")

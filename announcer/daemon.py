@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from announcer.config import Config
 from announcer.convert import Converted, ObjectKind, converter, shape_of
 from announcer.exabgp import ExaBgpPipe, PipeClosed, Stopping
+from announcer.handover import StopAction, decide_stop, lookup_needed
+from announcer.handover_lookup import LOOKUP_LIMIT, WatchedNode, look_up
 from announcer.kube import (
     Backoff,
     Changed,
@@ -275,12 +277,35 @@ def _read_sessions(pipe: ExaBgpPipe, events: queue.Queue[LoopEvent]) -> None:
     events.put(SessionsRead(parse_neighbor_summary(answer)))
 
 
+def _stop(config: Config, api: KubeApi, announcer: Announcer, pipe: ExaBgpPipe, signals: StopSignals) -> None:
+    """After the stop signal: hand the routes over to the DaemonSet's next pod (nothing written: the peers keep them
+    as stale, graceful restart) when handover.py says one comes, else withdraw them all. The API server is asked
+    only when a hand-over is possible, within LOOKUP_LIMIT (at most half of shutdown_timeout)."""
+    number = signals.received or signal.SIGTERM
+    name = signal.Signals(number).name
+    if pipe.closed.is_set():  # ExaBGP is going (it said 'shutdown', or closed the pipe): nothing can be written
+        log.info("signal %s: ExaBGP's pipe is closed: nothing to withdraw; exiting", name)
+        return
+    graceful_restart, setting, rule = config.bgp.graceful_restart, config.speaker.stop, config.node_state.rule()
+    facts = None
+    if lookup_needed(graceful_restart, setting):
+        watched = WatchedNode(announcer.table.node_view) if rule.enabled else None
+        limit = min(LOOKUP_LIMIT, config.speaker.shutdown_timeout / 2)
+        facts = look_up(api, os.environ, config.node, rule, watched=watched, limit=limit)
+    decision = decide_stop(graceful_restart, setting, facts)
+    if decision.action is StopAction.HAND_OVER:
+        log.info("signal %s: stopping: handing over to the DaemonSet's next pod: %s", name, decision.reason)
+        return
+    shutdown_timeout = config.speaker.shutdown_timeout
+    _withdraw_all(announcer, pipe, number, signals.received_at, shutdown_timeout, reason=decision.reason)
+
+
 def _withdraw_all(
-    announcer: Announcer, pipe: ExaBgpPipe, number: int, received_at: float, shutdown_timeout: float
+    announcer: Announcer, pipe: ExaBgpPipe, number: int, received_at: float, shutdown_timeout: float, *, reason: str
 ) -> None:
     """The orderly stop after signal `number`: the withdraw of everything ExaBGP holds for us written at once, then
     its acks awaited, all by shutdown_timeout after the signal (the pipe's waits end then, raising PipeClosed)."""
-    log.info("signal %s: withdrawing every route and exiting", signal.Signals(number).name)
+    log.info("signal %s: withdrawing every route and exiting (%s)", signal.Signals(number).name, reason)
     if pipe.closed.is_set():
         return
     deadline = received_at + shutdown_timeout
@@ -336,7 +361,8 @@ def run_daemon(config: Config, early_signal: Callable[[], tuple[int, float] | No
     if metrics is not None:
         announcer.on_commands = metrics.commands_written
     sink = events.put if metrics is None else metrics.stamping(events.put)
-    watchers = _watchers(config, KubeApi(make_api_client(config.watch.kubeconfig)), sink, stop)
+    api = KubeApi(make_api_client(config.watch.kubeconfig))
+    watchers = _watchers(config, api, sink, stop)
     if metrics is not None:
         metrics.serve(watchers)
     for watcher in watchers:
@@ -355,7 +381,7 @@ def run_daemon(config: Config, early_signal: Callable[[], tuple[int, float] | No
             )
         if signals.received is not None:
             stop.set()
-            _withdraw_all(announcer, pipe, signals.received, signals.received_at, config.speaker.shutdown_timeout)
+            _stop(config, api, announcer, pipe, signals)
     except PipeClosed as error:
         log.info("ExaBGP pipe closed: %s", error)
     finally:

@@ -152,6 +152,10 @@ COLLECTIONS: dict[Resource, str] = {
     Resource.NODES: "/api/v1/nodes",  # CoreV1Api.list_node: list, watch
 }
 NODE = "/api/v1/nodes/{name}"  # CoreV1Api.read_node: get
+# Read once at a stop, in the pod's own namespace (a Role, not the ClusterRole): is a next pod coming (handover.py)?
+POD = "/api/v1/namespaces/{namespace}/pods/{name}"  # CoreV1Api.read_namespaced_pod: get
+DAEMON_SET = "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"  # AppsV1Api.read_namespaced_daemon_set: get
+NAMESPACED_GETS = (POD, DAEMON_SET)
 # The list calls' keyword arguments and their query names, in the order the generated methods send them.
 _QUERY_NAMES = (
     ("allow_watch_bookmarks", "allowWatchBookmarks"),
@@ -212,8 +216,19 @@ class KubeApi:
 
     def read_node(self, name: str, timeout: float) -> object | None:
         """One Node as raw JSON (GET), or None if the API server answers 404 (no such Node)."""
+        return self._read(NODE, {"name": name}, timeout)
+
+    def read_pod(self, namespace: str, name: str, timeout: float) -> object | None:
+        """One Pod as raw JSON (GET), or None if the API server answers 404."""
+        return self._read(POD, {"namespace": namespace, "name": name}, timeout)
+
+    def read_daemonset(self, namespace: str, name: str, timeout: float) -> object | None:
+        """One apps/v1 DaemonSet as raw JSON (GET), or None if the API server answers 404."""
+        return self._read(DAEMON_SET, {"namespace": namespace, "name": name}, timeout)
+
+    def _read(self, path: str, path_params: dict[str, str], timeout: float) -> object | None:
         try:
-            response = self._get(NODE, {"name": name}, [], timeout)
+            response = self._get(path, path_params, [], timeout)
         except kubernetes.client.ApiException as error:
             if error.status == HTTP_NOT_FOUND:
                 return None
@@ -502,3 +517,11 @@ def _brief(error: BaseException) -> str:
     if isinstance(error, urllib3.exceptions.HTTPError):
         return f"connection problem: {type(error).__name__}"
     return f"{type(error).__name__}: {error}"
+
+
+def describe_read_failure(error: BaseException, what: str) -> str:
+    """A failed GET of `what` (nodes, pods, apps/daemonsets) in one sentence; a 403 names the role that grants it."""
+    status = error.status if isinstance(error, kubernetes.client.ApiException) else None
+    role = "ClusterRole" if what == "nodes" else "Role"
+    hint = f" (the announcer's account may not get {what}: see deploy/base/rbac.yaml's {role})" if status == 403 else ""
+    return _brief(error) + hint

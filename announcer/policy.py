@@ -42,6 +42,7 @@ class NodeView:
     annotations: Mapping[str, str]
     unschedulable: bool = False
     ready: str = NODE_READY_UNKNOWN  # status.conditions[type=Ready].status: 'True', 'False' or 'Unknown'
+    deleting: bool = False  # metadata.deletionTimestamp set (read at a stop: no next pod comes to a deleted Node)
 
 
 @dataclass(frozen=True)

@@ -92,11 +92,12 @@ class SliceShape(ObjectShape):
 
 
 class NodeMeta(VersionMeta):
-    """A Node's metadata: its name, labels and annotations."""
+    """A Node's metadata: its name, labels, annotations and deletion timestamp."""
 
     name: object = None
     labels: object = None
     annotations: object = None
+    deletionTimestamp: object = None  # noqa: N815
 
 
 class NodeSpec(msgspec.Struct):

@@ -2,15 +2,19 @@
 # Render exabgp.conf from the announcer configuration and run ExaBGP, which runs 'announcer run' as its API
 # process (with this environment: NODE_NAME, ROUTER_ID, KUBECONFIG, passwords' variables).
 #
-# Stopping (SIGTERM or SIGINT): the announcer first, so it withdraws every route and waits for ExaBGP's acks,
-# then ExaBGP. Stopping ExaBGP first would close the sessions with the withdraws unsent; with graceful restart
-# the peers would keep every route, as stale, for the restart time. ExaBGP respawns an API process that exits:
-# the stop creates $ANNOUNCER_RUN_DIR/stopping (ANNOUNCER_STOPPING_FILE in ExaBGP's environment) before it stops
-# the announcer, and an `announcer run` started while it exists announces nothing and waits for ExaBGP's end.
+# Stopping (SIGTERM or SIGINT): the announcer first, then ExaBGP. The announcer either withdraws every route and
+# waits for ExaBGP's acks (the node stops serving), or, with graceful restart when its DaemonSet's next pod comes to
+# this node (rollout restart, deleted pod: speaker.stop, docs/operations.md), hands them over: it writes nothing, and
+# ExaBGP, stopped by SIGTERM, closes its sessions without a NOTIFICATION, so the peers keep the routes as stale
+# until the next pod's End-of-RIB. Stopping ExaBGP first would close the sessions with the withdraws unsent; with
+# graceful restart the peers would keep every route, as stale, for the restart time, whether or not a next pod
+# comes. ExaBGP respawns an API process that exits: the stop creates $ANNOUNCER_RUN_DIR/stopping
+# (ANNOUNCER_STOPPING_FILE in ExaBGP's environment) before it stops the announcer, and an `announcer run` started
+# while it exists announces nothing and waits for ExaBGP's end.
 #
 #   ANNOUNCER_CONFIG         the announcer configuration (default /etc/announcer/announcer.yaml)
 #   ANNOUNCER_RUN_DIR        where exabgp.conf is rendered (default /run/announcer)
-#   ANNOUNCER_STOP_TIMEOUT   whole seconds the announcer gets to withdraw and exit (default 10; keep it above
+#   ANNOUNCER_STOP_TIMEOUT   whole seconds the announcer gets to withdraw (or hand over) and exit (default 10; above
 #                            speaker.shutdown_timeout and well below terminationGracePeriodSeconds)
 #   ANNOUNCER_FLUSH_SECONDS  pause between the announcer's exit and stopping ExaBGP, so ExaBGP sends the last
 #                            UPDATEs it acknowledged (default 0.3)
@@ -71,7 +75,7 @@ stop() {
     trap '' TERM INT
     touch "$ANNOUNCER_STOPPING_FILE" || log "cannot create $ANNOUNCER_STOPPING_FILE: a respawned announcer may announce"
     pids=$(children_of "$exabgp_pid")
-    log "stopping: the announcer withdraws its routes first (pid ${pids:-none}), then ExaBGP"
+    log "stopping: the announcer first (pid ${pids:-none}: it withdraws its routes or hands them over), then ExaBGP"
     # shellcheck disable=SC2086  # one word per pid
     [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
     tenths=0

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPOSITORY / "examples" / "announcer.yaml"
+ENTRYPOINT = REPOSITORY / "deploy" / "entrypoint.sh"  # the image's: renders exabgp.conf, runs ExaBGP, stops in order
 SAMPLES = Path(__file__).resolve().parent / "files" / "samples.yaml"
 
 DEFAULT_PREFIX = "sa-"
@@ -565,6 +566,15 @@ class Lab:
 
     def start_exabgp(self, name: str) -> ProcessRecord:
         """Render the node's files and start its ExaBGP (as root) in the node namespace."""
+        return self._launch(name, entrypoint=False, environment=None)
+
+    def start_entrypoint(self, name: str, environment: Mapping[str, str] | None = None) -> ProcessRecord:
+        """Start the node's ExaBGP through the image's deploy/entrypoint.sh, as the pod does: it renders its own
+        exabgp.conf into RUN_DIR/NODE/run and, at SIGTERM, stops the announcer before ExaBGP. The recorded process
+        (exabgp_pid, signal_exabgp, stop_exabgp) is that shell; `environment` is added to the node's."""
+        return self._launch(name, entrypoint=True, environment=environment)
+
+    def _launch(self, name: str, *, entrypoint: bool, environment: Mapping[str, str] | None) -> ProcessRecord:
         state = self._require_state()
         node = self.node(name)
         previous = self._exabgp.pop(name, None)
@@ -575,13 +585,13 @@ class Lab:
             netns.stop_process(previous)  # reaps it and kills a leftover API process
             state.remove_process(previous)
         conf = self.prepare_node(name)
+        env, argv = {**self.node_environment(name), **(environment or {})}, _exabgp_argv(conf)
+        if entrypoint:
+            env["ANNOUNCER_CONFIG"] = str(self._node_config_path(node))
+            env["ANNOUNCER_RUN_DIR"] = str(node.directory / "run")
+            argv = ["/bin/sh", str(ENTRYPOINT)]
         record = netns.start_process(
-            f"exabgp-{name}",
-            _exabgp_argv(conf),
-            netns=node.namespace,
-            log_path=node.exabgp_log,
-            env=self.node_environment(name),
-            cwd=node.directory,
+            f"exabgp-{name}", argv, netns=node.namespace, log_path=node.exabgp_log, env=env, cwd=node.directory
         )
         self._exabgp[name] = record
         state.add_process(record)

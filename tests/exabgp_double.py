@@ -60,6 +60,7 @@ class ExaBgpDouble:
         unready: set[str] | None = None,
         kubeconfig: str | None = None,
         command: list[str] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "announcer.yaml"
@@ -88,6 +89,7 @@ class ExaBgpDouble:
         # How the announcer is started: `announcer run` (python -m) unless a test gives its own argv, to which
         # `run --config <path>` is appended.
         self.command = command or [sys.executable, "-m", "announcer"]
+        self.environment = dict(environment or {})  # the announcer's, over this process's (POD_NAME, ...)
         self.configuration_order = [str(peer["address"]) for peer in config["bgp"]["peers"]]
         self._held_back: list[str] = []
         self.lines: list[str] = []
@@ -99,7 +101,7 @@ class ExaBgpDouble:
         self._reader: threading.Thread | None = None
 
     def start(self) -> ExaBgpDouble:
-        environment = {**os.environ, "KUBECONFIG": str(self.tmp / "kubeconfig")}
+        environment = {**os.environ, "KUBECONFIG": str(self.tmp / "kubeconfig"), **self.environment}
         self._stderr_file = self.stderr_path.open("wb")
         environment.pop("NODE_NAME", None)
         self.process = subprocess.Popen(

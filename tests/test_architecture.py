@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-CORE = ("model", "policy", "shapes", "fields", "convert", "desired", "reconcile")
+CORE = ("model", "policy", "shapes", "fields", "convert", "desired", "reconcile", "sessions", "handover")
 
 
 def lint_imports(checkout: Path) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,7 @@ from announcer import kube
 from announcer.config import Config, parse_listen
 from announcer.config_load import parse_config
 from announcer.exabgp_conf import render_exabgp_conf
+from announcer.handover_lookup import ENV_POD_NAME, ENV_POD_NAMESPACE
 from lab.lab import project_tool
 from tests.kube_support import kustomize
 
@@ -116,7 +117,11 @@ def _resource_of(method: str) -> tuple[str, str]:
 
 def _grant_of_path(path: str, verb: str) -> Grant:
     """("discovery.k8s.io", "endpointslices", verb) for "/apis/discovery.k8s.io/v1/endpointslices", and so on."""
-    match = re.fullmatch(r"/(?:api/v1|apis/(?P<group>[a-z0-9.-]+)/v[a-z0-9]+)/(?P<resource>[a-z]+)(?:/\{name\})?", path)
+    match = re.fullmatch(
+        r"/(?:api/v1|apis/(?P<group>[a-z0-9.-]+)/v[a-z0-9]+)/(?:namespaces/\{namespace\}/)?(?P<resource>[a-z]+)"
+        r"(?:/\{name\})?",
+        path,
+    )
     assert match is not None, f"cannot tell the API group and resource of {path}"
     return match["group"] or "", match["resource"], verb
 
@@ -152,6 +157,12 @@ def grants_the_code_uses() -> set[Grant]:
     return used
 
 
+def namespaced_grants_the_code_uses() -> set[Grant]:
+    """(group, resource, verb) of kube.py's requests inside the announcer's own namespace (kube.NAMESPACED_GETS: get):
+    a Role there grants them, not the ClusterRole."""
+    return {_grant_of_path(path, "get") for path in kube.NAMESPACED_GETS}
+
+
 def granted(role: dict[str, Any]) -> set[Grant]:
     found: set[Grant] = set()
     for rule in role["rules"]:
@@ -178,27 +189,43 @@ def test_the_code_lists_and_watches_services_and_endpointslices_and_reads_nodes_
     }
 
 
+def test_the_code_reads_only_pods_and_daemonsets_by_name_in_its_own_namespace() -> None:
+    """At a stop: its own Pod and the DaemonSet that owns it (handover_lookup.py), each by name."""
+    assert all("{namespace}" in path and path.endswith("/{name}") for path in kube.NAMESPACED_GETS)
+    assert namespaced_grants_the_code_uses() == {("", "pods", "get"), ("apps", "daemonsets", "get")}
+
+
 def test_the_cluster_role_grants_exactly_what_the_code_calls() -> None:
     roles = [item for item in manifests() if item["kind"] in ("Role", "ClusterRole")]
-    assert [role["kind"] for role in roles] == ["ClusterRole"], "one ClusterRole and no other role"
-    assert granted(roles[0]) == grants_the_code_uses()
+    assert sorted(role["kind"] for role in roles) == ["ClusterRole", "Role"], "one ClusterRole and one Role"
+    assert granted(only("ClusterRole")) == grants_the_code_uses()
+
+
+def test_the_role_grants_exactly_what_the_code_reads_in_its_namespace() -> None:
+    role = only("Role")
+    assert granted(role) == namespaced_grants_the_code_uses()
+    assert role["metadata"]["namespace"] == only("DaemonSet")["metadata"]["namespace"]
 
 
 def test_the_binding_gives_the_role_to_the_daemon_sets_service_account() -> None:
     role = only("ClusterRole")
     account = only("ServiceAccount")
     binding = only("ClusterRoleBinding")
-    assert not [item for item in manifests() if item["kind"] == "RoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}  # fmt: skip
-    assert binding["subjects"] == [
+    subjects = [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}
     ]
+    assert binding["subjects"] == subjects
+    namespaced = only("RoleBinding")
+    assert namespaced["metadata"]["namespace"] == account["metadata"]["namespace"]
+    assert namespaced["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                     "name": only("Role")["metadata"]["name"]}  # fmt: skip
+    assert namespaced["subjects"] == subjects
     assert pod_spec()["serviceAccountName"] == account["metadata"]["name"]
     assert only("DaemonSet")["metadata"]["namespace"] == account["metadata"]["namespace"]
 
 
-# --- tests: the configuration and the probes ---------------------------------------------------------------------
 def test_the_configmaps_configuration_validates_and_renders_an_exabgp_conf() -> None:
     """parse_config accepts it, with NODE_NAME and ROUTER_ID as the DaemonSet sets them, and without."""
     config = configmap_config()
@@ -301,6 +328,12 @@ def test_node_name_and_router_id_come_from_the_downward_api() -> None:
     env = environment()
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["ROUTER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+
+
+def test_the_pods_name_and_namespace_come_from_the_downward_api_for_the_stops_lookup() -> None:
+    env = environment()
+    assert env[ENV_POD_NAME]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env[ENV_POD_NAMESPACE]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
 def test_every_password_variable_the_configuration_names_is_set_from_a_secret() -> None:
@@ -439,7 +472,7 @@ def test_sigterm_stops_the_announcer_first_then_exabgp(tmp_path: Path, entrypoin
     lines = entry.lines()
     assert lines[0] == f"exabgp: started with {entry.run_dir / 'exabgp.conf'}"
     assert lines.index("announcer 1: withdrawn") < lines.index("exabgp: SIGTERM")
-    assert "stopping: the announcer withdraws its routes first" in entry.stderr.read_text()
+    assert "stopping: the announcer first" in entry.stderr.read_text()
     assert (entry.run_dir / "exabgp.conf").stat().st_mode & 0o077 == 0, "exabgp.conf is readable by its owner only"
 
 

@@ -177,18 +177,22 @@ def test_values_schema_refuses_a_misspelt_or_mistyped_value_naming_it(value: str
 # --- RBAC -------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("release", [RELEASE, "edge"])
 def test_the_rendered_rbac_is_deploy_bases_bound_to_the_pods_account(release: str) -> None:
-    """The ClusterRole grants exactly deploy/base/rbac.yaml's rules (which tests/test_deploy.py ties to the code), and
-    the binding gives it to the ServiceAccount the pods run as, whatever the release is called."""
+    """The ClusterRole and the Role grant exactly deploy/base/rbac.yaml's rules (which tests/test_deploy.py ties to the
+    code), and the bindings give them to the ServiceAccount the pods run as, whatever the release is called."""
     objects = render(release=release)
     base = kustomize(DEPLOY / "base")
     role, account, binding = (only(objects, kind) for kind in ("ClusterRole", "ServiceAccount", "ClusterRoleBinding"))
     assert role["rules"] == only(base, "ClusterRole")["rules"]
-    assert [obj["kind"] for obj in objects if obj["kind"] in ("Role", "RoleBinding")] == []
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}  # fmt: skip
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
-    ]
+    subjects = [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}]
+    assert binding["subjects"] == subjects
+    namespaced, namespaced_binding = only(objects, "Role"), only(objects, "RoleBinding")
+    assert namespaced["rules"] == only(base, "Role")["rules"]
+    assert namespaced["metadata"]["namespace"] == namespaced_binding["metadata"]["namespace"] == NAMESPACE
+    assert namespaced_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                             "name": namespaced["metadata"]["name"]}  # fmt: skip
+    assert namespaced_binding["subjects"] == subjects
     assert only(objects, "DaemonSet")["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
     expected = "service-announcer" if release == RELEASE else f"{release}-service-announcer"
     assert {obj["metadata"]["name"] for obj in objects} == {expected}
@@ -308,7 +312,7 @@ def test_the_api_server_accepts_every_rendered_object(control_plane: ControlPlan
     arguments, _ = VARIANTS[variant]
     objects = render(*arguments, "--set", "namespace.create=true")
     assert {obj["kind"] for obj in objects} == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                                                "ConfigMap", "DaemonSet"}  # fmt: skip
+                                                "Role", "RoleBinding", "ConfigMap", "DaemonSet"}  # fmt: skip
     applied = control_plane.kubectl(
         "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-",
         input_text=yaml.safe_dump_all(objects), check=False,
@@ -340,6 +344,10 @@ def test_install_upgrade_and_uninstall_on_the_real_api_server(control_plane: Con
         for verb, resource, answer in (("list", "services", "yes"), ("get", "nodes", "yes"), ("list", "secrets", "no")):
             allowed = control_plane.kubectl("auth", "can-i", verb, resource, "-A", "--as", account, check=False)
             assert allowed.stdout.strip() == answer, f"{verb} {resource}: {allowed.stdout}{allowed.stderr}"
+        for resource, where, answer in (("pods", namespace, "yes"), ("daemonsets.apps", namespace, "yes"),
+                                        ("pods", "default", "no")):  # fmt: skip
+            allowed = control_plane.kubectl("auth", "can-i", "get", resource, "-n", where, "--as", account, check=False)
+            assert allowed.stdout.strip() == answer, f"get {resource} in {where}: {allowed.stdout}{allowed.stderr}"
         upgrade = ("upgrade", release, str(CHART), "-n", namespace, "--kubeconfig", kubeconfig)
         same = helm(*upgrade)
         assert same.returncode == 0, same.stderr
@@ -356,6 +364,7 @@ def test_install_upgrade_and_uninstall_on_the_real_api_server(control_plane: Con
         uninstalled = helm("uninstall", release, "-n", namespace, "--kubeconfig", kubeconfig)
     assert uninstalled.returncode == 0, uninstalled.stderr
     for kind, scope in (("daemonset", ("-n", namespace)), ("configmap", ("-n", namespace)), ("clusterrole", ()),
-                        ("clusterrolebinding", ()), ("serviceaccount", ("-n", namespace))):  # fmt: skip
+                        ("clusterrolebinding", ()), ("serviceaccount", ("-n", namespace)), ("role", ("-n", namespace)),
+                        ("rolebinding", ("-n", namespace))):  # fmt: skip
         gone = control_plane.kubectl("get", kind, name, *scope, check=False)
         assert gone.returncode != 0 and "NotFound" in gone.stderr, f"{kind}/{name} left after helm uninstall"

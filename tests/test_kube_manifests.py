@@ -23,7 +23,8 @@ def test_kustomize_renders_it_and_the_api_server_accepts_every_object(
     control_plane: ControlPlane, directory: Path
 ) -> None:
     objects = kustomize(directory)
-    assert {obj["kind"] for obj in objects} >= {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"}
+    assert {obj["kind"] for obj in objects} >= {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                                                "RoleBinding", "DaemonSet"}  # fmt: skip
     applied = control_plane.kubectl(
         "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-",
         input_text=yaml.safe_dump_all(objects), check=False,
@@ -33,6 +34,8 @@ def test_kustomize_renders_it_and_the_api_server_accepts_every_object(
         assert f"{obj['kind'].lower()}/{obj['metadata']['name']} serverside-applied (server dry run)" in (
             applied.stdout.replace("clusterrolebinding.rbac.authorization.k8s.io", "clusterrolebinding")
             .replace("clusterrole.rbac.authorization.k8s.io", "clusterrole")
+            .replace("rolebinding.rbac.authorization.k8s.io", "rolebinding")
+            .replace("role.rbac.authorization.k8s.io", "role")
             .replace("daemonset.apps", "daemonset")
         ), applied.stdout
 
@@ -60,4 +63,28 @@ def test_the_api_server_grants_the_announcers_account_exactly_what_it_calls(
 ) -> None:
     """`kubectl auth can-i` as the ServiceAccount deploy/base/rbac.yaml binds (applied by the control plane)."""
     answer = control_plane.kubectl("auth", "can-i", verb, resource, "--all-namespaces", identity=ANNOUNCER, check=False)
+    assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stdout + answer.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "namespace", "allowed"),
+    [
+        ("get", "pods", "service-announcer", True),
+        ("get", "daemonsets.apps", "service-announcer", True),
+        ("list", "pods", "service-announcer", False),
+        ("watch", "pods", "service-announcer", False),
+        ("list", "daemonsets.apps", "service-announcer", False),
+        ("update", "daemonsets.apps", "service-announcer", False),
+        ("delete", "pods", "service-announcer", False),
+        ("get", "pods", "default", False),
+        ("get", "daemonsets.apps", "kube-system", False),
+        ("get", "secrets", "service-announcer", False),
+        ("patch", "pods", "service-announcer", False),
+    ],
+)
+def test_the_announcers_account_may_get_pods_and_daemonsets_only_in_its_own_namespace(
+    control_plane: ControlPlane, verb: str, resource: str, namespace: str, allowed: bool
+) -> None:
+    """The Role deploy/base/rbac.yaml binds in the product's namespace: the stop reads its own Pod and DaemonSet."""
+    answer = control_plane.kubectl("auth", "can-i", verb, resource, "-n", namespace, identity=ANNOUNCER, check=False)
     assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stdout + answer.stderr

@@ -114,6 +114,16 @@ CALLS: list[Call] = [
         lambda c: client.CoreV1Api(c).read_node("node-a", _preload_content=False, _request_timeout=5.0),
         lambda k: k.read_node("node-a", 5.0),
     ),
+    (
+        "pods: read one (the stop's lookup)",
+        lambda c: client.CoreV1Api(c).read_namespaced_pod("announcer-x7k2p", "service-announcer", _preload_content=False, _request_timeout=2.0),
+        lambda k: k.read_pod("service-announcer", "announcer-x7k2p", 2.0),
+    ),
+    (
+        "daemonsets: read one (the stop's lookup)",
+        lambda c: client.AppsV1Api(c).read_namespaced_daemon_set("service-announcer", "service-announcer", _preload_content=False, _request_timeout=2.0),
+        lambda k: k.read_daemonset("service-announcer", "service-announcer", 2.0),
+    ),
 ]  # fmt: skip
 
 
