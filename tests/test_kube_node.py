@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -376,18 +377,21 @@ def test_rollout_restart_with_graceful_restart_keeps_every_route_at_frr_and_leav
     wait_for_rib(node_lab, everything, timeout=90)
     kubectl(node_lab, "rollout", "restart", "daemonset", PRODUCT, "-n", PRODUCT)
     missing: list[str] = []
-    samples = 0
-    deadline = time.monotonic() + INSTALL_TIMEOUT
+    samples = stale_samples = 0
+    started = time.monotonic()
+    deadline = started + INSTALL_TIMEOUT
     while time.monotonic() < deadline:
         for family in FAMILIES:
             got = rib(node_lab, family)
             lost = wanted[family].get(PEER[family], set()) - got.get(PEER[family], set())
             missing += [f"{prefix} at sample {samples}" for prefix in sorted(lost)]
         samples += 1
-        if ready_pod(node_lab, first["metadata"]["uid"]) and not any(
-            stale_prefixes(node_lab, family) for family in FAMILIES
-        ):
+        stale = any(stale_prefixes(node_lab, family) for family in FAMILIES)
+        stale_samples += stale
+        if ready_pod(node_lab, first["metadata"]["uid"]) and not stale:
             break
+    print(f"rollout: {samples} samples of FRR's RIB in {time.monotonic() - started:.1f} s, {stale_samples} with "
+          f"stale routes", file=sys.stderr)  # fmt: skip
     assert samples > 5, "FRR was sampled through the rollout"
     assert not missing, f"routes missing at FRR during the rollout: {missing[:10]}"
     assert ready_pod(node_lab, first["metadata"]["uid"]) is not None, "the rollout finished"
