@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -196,3 +196,31 @@ def processes_mentioning(text: str) -> list[str]:
             if text in command_line and int(proc.name) != os.getpid():
                 found.append(command_line)
     return found
+
+
+class BackgroundSampler:
+    """Calls take() every interval in a thread while the `with` block runs (a test's view of FRR during an event)."""
+
+    interval = 0.1
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.take()
+            time.sleep(self.interval)

@@ -7,10 +7,8 @@ import ipaddress
 import json
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import yaml
 from lab.calico import CALICO_CONFIG, EXABGP_PROTOCOL, SERVICE_RANGES, TOR_PROTOCOL, CalicoLab
 from lab.frr import FAMILIES, Family
 from lab.lab import SAMPLES, TEST_PREFIX, load_objects
-from tests.lab_support import LabKeeper, Rib, require_lab_prerequisites, wait_for_rib_equal
+from tests.lab_support import BackgroundSampler, LabKeeper, Rib, require_lab_prerequisites, wait_for_rib_equal
 
 pytestmark = pytest.mark.lab
 
@@ -102,45 +100,32 @@ def report(what: str, **numbers: Any) -> None:
     print(f"calico e2e: {what}: {json.dumps(numbers, sort_keys=True)}", file=sys.stderr)
 
 
-@dataclass
-class RibWatch:
+class RibWatch(BackgroundSampler):
     """Samples FRR's table (every path, stale flag included) in a thread: the fewest routes seen per neighbour
     and family, and how many of them were ever marked stale (graceful restart)."""
 
-    lab: CalicoLab
-    fewest: dict[str, int] = field(default_factory=dict)
-    stale: dict[str, set[str]] = field(default_factory=dict)
-    samples: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    def __init__(self, lab: CalicoLab) -> None:
+        super().__init__()
+        self.lab = lab
+        self.fewest: dict[str, int] = {}
+        self.stale: dict[str, set[str]] = {}
+        self.samples = 0
+        self.peers = lab.peers()
 
-    def __enter__(self) -> RibWatch:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10.0)
-
-    def _run(self) -> None:
-        peers = self.lab.peers()
-        while not self._stop.is_set():
-            counts = dict.fromkeys(peers, 0)
-            for family in FAMILIES:
-                document = self.lab.frr().vtysh_json(f"show bgp {family} unicast json")
-                for prefix, paths in document.get("routes", {}).items():
-                    for path in paths:
-                        peer = str(path.get("peerId", ""))
-                        if path.get("valid"):
-                            counts[peer] = counts.get(peer, 0) + 1
-                        if path.get("stale"):
-                            self.stale.setdefault(peer, set()).add(prefix)
-            for peer, count in counts.items():
-                self.fewest[peer] = min(self.fewest.get(peer, count), count)
-            self.samples += 1
-            time.sleep(0.1)
+    def take(self) -> None:
+        counts = dict.fromkeys(self.peers, 0)
+        for family in FAMILIES:
+            document = self.lab.frr().vtysh_json(f"show bgp {family} unicast json")
+            for prefix, paths in document.get("routes", {}).items():
+                for path in paths:
+                    peer = str(path.get("peerId", ""))
+                    if path.get("valid"):
+                        counts[peer] = counts.get(peer, 0) + 1
+                    if path.get("stale"):
+                        self.stale.setdefault(peer, set()).add(prefix)
+        for peer, count in counts.items():
+            self.fewest[peer] = min(self.fewest.get(peer, count), count)
+        self.samples += 1
 
 
 class CalicoKeeper:

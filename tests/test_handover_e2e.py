@@ -3,11 +3,10 @@ graceful restart on, handing its routes over to the next pod (kept at FRR, stale
 
 from __future__ import annotations
 
-import threading
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from lab.controlplane import ControlPlane
 from lab.frr import FAMILIES
 from lab.lab import REPOSITORY, Lab
 from tests.kube_support import allocated_service, create
-from tests.lab_support import LabKeeper
+from tests.lab_support import BackgroundSampler, LabKeeper
 from tests.test_e2e import ARRIVAL, BOTH, NODE_A, NODE_ADDRESS, SESSIONS, FrrReceived, host_prefix, wait_for_announced
 
 pytestmark = [pytest.mark.lab, pytest.mark.kube]
@@ -28,24 +27,15 @@ KUBERNETES_SERVICE = "198.51.100.1"  # the real API server's own Service: every 
 NODE_A_PEERS = tuple(NODE_ADDRESS[family][NODE_A] for family in FAMILIES)
 
 
-@dataclass
-class RibWatch:
+class RibWatch(BackgroundSampler):
     """Samples FRR's table in a thread: per sample, node-a's valid paths and their stale flags, and its sessions."""
 
-    lab: Lab
-    samples: list[tuple[int, int, tuple[str, ...]]] = field(default_factory=list)  # (valid, stale, session states)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    interval = 0.05
 
-    def __enter__(self) -> RibWatch:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10.0)
+    def __init__(self, lab: Lab) -> None:
+        super().__init__()
+        self.lab = lab
+        self.samples: list[tuple[int, int, tuple[str, ...]]] = []  # (valid, stale, session states)
 
     def sample(self) -> tuple[int, int, tuple[str, ...]]:
         frr = self.lab.frr()
@@ -59,10 +49,8 @@ class RibWatch:
         states = frr.session_states()
         return valid, stale, tuple(states.get(peer, "?") for peer in NODE_A_PEERS)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.sample())
-            time.sleep(0.05)
+    def take(self) -> None:
+        self.samples.append(self.sample())
 
 
 def notifications_from_node_a(lab: Lab) -> int:
