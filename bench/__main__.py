@@ -18,6 +18,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 10_000, 25_000, 50_000)
 APISERVER_BEGIN, APISERVER_END = "<!-- apiserver results begin -->", "<!-- apiserver results end -->"
 REFERENCE_UP_TO = 25_000  # by default, the reference rows (no goal's figure) are measured up to this size
+CHURN_SIZES = (10_000, 25_000)  # E (and its floor) by default at these sizes, among those run
 
 
 def _sizes(text: str) -> list[int]:
@@ -35,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, help="runs per figure (default 3; 1 with --quick)")
     parser.add_argument("--steady", type=int, help="create/delete pairs for D (default 200)")
     parser.add_argument("--steady-sizes", type=_sizes, help="sizes at which D is measured (default: every size)")
-    parser.add_argument("--churn-sizes", type=_sizes, help="sizes at which E is measured (default: 10k, or the "
-                        "largest size run when 10k is not)")  # fmt: skip
+    parser.add_argument("--churn-sizes", type=_sizes, help="sizes at which E is measured (default: 10k and 25k "
+                        "among the sizes run, or the largest size run when neither is)")  # fmt: skip
     parser.add_argument(
         "--reference-sizes",
         type=_sizes,
@@ -174,7 +175,7 @@ def _run(argv: list[str] | None) -> int:
 
     sizes = arguments.sizes or ([1000] if arguments.quick else list(DEFAULT_SIZES))
     runs = arguments.runs or (1 if arguments.quick else 3)
-    churn_default = [10_000] if 10_000 in sizes else [max(sizes)]
+    churn_default = [size for size in sizes if size in CHURN_SIZES] or [max(sizes)]
     plan = Plan(
         sizes=sizes,
         runs=runs,
