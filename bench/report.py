@@ -108,6 +108,11 @@ def _rows(result: SuiteResult) -> list[Row]:
         Row("E floor (ExaBGP alone, the same changes as bulk lines): first write -> FRR matches",
             lambda s: _cell(s.churn_floor, "from_first_write")),
         Row("E floor: last write -> FRR matches", lambda s: _cell(s.churn_floor, "after_last_write")),
+        Row("E: ExaBGP CPU / its run-queue wait, first write -> FRR matches (announcer; floor)",
+            lambda s: f"{_pair(s.churn, 'exabgp_cpu', 'exabgp_wait')}; "
+            f"{_pair(s.churn_floor, 'exabgp_cpu', 'exabgp_wait')}"),
+        Row("E: announcer CPU / its run-queue wait, first write -> FRR matches",
+            lambda s: _pair(s.churn, "announcer_cpu", "announcer_wait")),
         Row("E / E floor (last write -> FRR matches, medians)",
             lambda s: _ratio_text(_ratio(s.churn, s.churn_floor, "after_last_write", "after_last_write"))),
         Row("F announcer peak RSS (VmHWM) during B", lambda s: _cell(s.announcer, "announcer_hwm", 1 / MB, "MB", 0)),
@@ -126,6 +131,12 @@ def _rows(result: SuiteResult) -> list[Row]:
             lambda s: _cell(s.announcer, "background_cpu", unit="CPU s")),
     ]  # fmt: skip
     return rows
+
+
+def _pair(series: Series, first: str, second: str) -> str:
+    """Two medians in CPU s, 'a / b CPU s' ('-' when not measured)."""
+    a, b = series.median(first), series.median(second)
+    return "-" if math.isnan(a) else f"{a:.2f} / {b:.2f} CPU s"
 
 
 def _family_ratio_row(family: str) -> Row:
