@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bench.lab_env import FAMILIES, NODE_ADDRESS, BenchLab, now, prefixes, service_addresses, service_object
 from bench.scenarios import FloorControl, full_timeout
-from bench.stats import sched_seconds
+from bench.stats import cpu_busy_seconds, sched_seconds
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,14 @@ class SchedWindow:
     def __init__(self, **pids: int | None) -> None:
         self.pids = pids
         self.before = {name: sched_seconds(pid) for name, pid in pids.items()}
+        self.machine = cpu_busy_seconds()
+        self.bench = time.process_time()  # this process: the stand-in API server, the writes, FRR polling
 
     def sample(self) -> dict[str, float]:
-        result = {}
+        result = {
+            "machine_cpu": cpu_busy_seconds() - self.machine,
+            "bench_cpu": time.process_time() - self.bench,
+        }
         for name, pid in self.pids.items():
             running, waiting = sched_seconds(pid)
             result[f"{name}_cpu"] = running - self.before[name][0]

@@ -113,6 +113,9 @@ def _rows(result: SuiteResult) -> list[Row]:
             f"{_pair(s.churn_floor, 'exabgp_cpu', 'exabgp_wait')}"),
         Row("E: announcer CPU / its run-queue wait, first write -> FRR matches",
             lambda s: _pair(s.churn, "announcer_cpu", "announcer_wait")),
+        Row("E: CPU of the benchmark's process (stand-in API server, writes) / the whole machine (announcer; floor)",
+            lambda s: f"{_pair(s.churn, 'bench_cpu', 'machine_cpu')}; "
+            f"{_pair(s.churn_floor, 'bench_cpu', 'machine_cpu')}"),
         Row("E / E floor (last write -> FRR matches, medians)",
             lambda s: _ratio_text(_ratio(s.churn, s.churn_floor, "after_last_write", "after_last_write"))),
         Row("F announcer peak RSS (VmHWM) during B", lambda s: _cell(s.announcer, "announcer_hwm", 1 / MB, "MB", 0)),

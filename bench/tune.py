@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.churn import churn, churn_floor, restore_after_churn, wait_table
+from bench.churn import churn, churn_floor, restore_after_churn
 from bench.lab_env import BenchLab
 from bench.scenarios import FloorControl, Settings, run_announcer, run_floor, steady_announcer
 from bench.settings import ANNOUNCER_BEST, FAST_ENVIRONMENT, FLOOR_BEST, tune_candidates
@@ -114,6 +114,7 @@ def burst_candidates() -> list[Settings]:
         variant("no waiting for acks: each gathered burst written at once", "DEFER_LIMIT=0"),
         variant("waiting for acks without limit (as the floor)", "DEFER_LIMIT=30"),
         variant("bursts gathered up to 100 ms (BURST_LIMIT 0.1)", "BURST_LIMIT=0.1"),
+        variant("the announcer at nice +5 under ExaBGP (os.nice in the process)", "NICE=5"),
     ]
 
 
@@ -146,7 +147,6 @@ def run_tune_burst(workdir: Path, size: int, runs: int, changes: int = 5000) -> 
                 sample = churn_floor(control, changes, 1.0)
                 floor.add(sample)
             print(f"[tune-burst run {run + 1}/{runs}] E floor: {sample}", file=sys.stderr, flush=True)
-            wait_table(bench, size)
     finally:
         bench.down()
     lines = [
