@@ -12,7 +12,7 @@ import sys
 import announcer.daemon
 from announcer.cli import main
 
-CHANGEABLE = {"DEFER_LIMIT", "BURST_LIMIT", "NICE"}
+CHANGEABLE = {"DEFER_LIMIT", "DEFER_IN_FLIGHT", "BURST_LIMIT", "NICE"}
 
 
 def apply(arguments: list[str]) -> list[str]:
@@ -22,7 +22,7 @@ def apply(arguments: list[str]) -> list[str]:
         if name == "NICE":
             os.nice(int(value))
             continue
-        setattr(announcer.daemon, name, float(value))
+        setattr(announcer.daemon, name, int(value) if name == "DEFER_IN_FLIGHT" else float(value))
         if name == "BURST_LIMIT":  # bound as _gather's default when the module was imported
             announcer.daemon._gather.__defaults__ = (float(value),)
     return arguments

@@ -113,6 +113,8 @@ def burst_candidates() -> list[Settings]:
         variant("batch_delay 5 ms", batch_delay=0.005),
         variant("no waiting for acks: each gathered burst written at once", "DEFER_LIMIT=0"),
         variant("waiting for acks without limit (as the floor)", "DEFER_LIMIT=30"),
+        variant("the next burst written once <= 1 line is in flight", "DEFER_IN_FLIGHT=1"),
+        variant("the next burst written once <= 2 lines are in flight", "DEFER_IN_FLIGHT=2"),
         variant("bursts gathered up to 100 ms (BURST_LIMIT 0.1)", "BURST_LIMIT=0.1"),
         variant("the announcer at nice +5 under ExaBGP (os.nice in the process)", "NICE=5"),
     ]
