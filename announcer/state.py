@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
@@ -51,11 +52,14 @@ log = logging.getLogger(__name__)
 # more for 400k, 50k dual-stack Services with several peers per family).
 QUERY_TIMEOUT = 60.0
 MAX_LOGGED_PREFIXES = 20  # a refused bulk line carries up to speaker.prefixes_per_line: its first ones are logged
-# Until the first full sync, IPv6 announcements wait while IPv4 ones are written or in flight, then go out this many
-# lines ahead at most: ExaBGP applies our lines in order, packs ~50 IPv4 routes an UPDATE but sends every IPv6 route in
-# an UPDATE of its own, so the IPv4 table, the cheap one, completes first, as early as ExaBGP alone would complete it
-# (BENCHMARKS.md, "The first sync: IPv4 first"); two lines keep ExaBGP busy while the next is written.
+# Until the first full sync, IPv6 announcements wait while IPv4 ones are written or in flight, then go out at most
+# IPV6_LINES_AHEAD lines' worth of IPV6_AHEAD_PREFIXES ahead: ExaBGP applies our lines in order, packs ~50 IPv4 routes
+# an UPDATE but sends every IPv6 route in an UPDATE of its own, so the IPv4 table, the cheap one, completes first, as
+# early as ExaBGP alone would complete it (BENCHMARKS.md, "The first sync: IPv4 first"). The IPv6 lines fill ExaBGP's
+# idle time while the list is read slower than ExaBGP applies it, in small lines, so a page read meanwhile waits
+# behind a few hundred IPv6 routes at most; two lines keep ExaBGP busy while the next is written.
 IPV6_LINES_AHEAD = 2
+IPV6_AHEAD_PREFIXES = 100
 
 
 class Speaker(Protocol):
@@ -405,7 +409,8 @@ class Announcer:
     def _ipv4_first(self, prefixes: set[Prefix]) -> set[Prefix]:
         """Before the first full sync, what to plan now: every IPv4 prefix and every prefix no longer wanted (its
         withdrawal is deferred anyway); the IPv6 announcements only once no IPv4 line is written now nor in flight,
-        and only as many as fill IPV6_LINES_AHEAD lines in flight. The rest wait in `ipv6_waiting` for a later sync
+        and only IPV6_AHEAD_PREFIXES for each of the IPV6_LINES_AHEAD lines not in flight. The rest wait in
+        `ipv6_waiting` for a later sync
         (each answer wakes the loop) or the full sync."""
         if not self.peers[Family.IPV4] or not self.peers[Family.IPV6]:
             return prefixes
@@ -425,11 +430,11 @@ class Announcer:
         if ipv4 or any(self.in_flight[peer] for peer in self.peers[Family.IPV4]):
             return now
         lines = max(self.in_flight[peer] for peer in self.peers[Family.IPV6])
-        room = max(0, IPV6_LINES_AHEAD - lines) * self.config.speaker.prefixes_per_line
+        room = max(0, IPV6_LINES_AHEAD - lines) * min(IPV6_AHEAD_PREFIXES, self.config.speaker.prefixes_per_line)
         if room >= len(waiting):
             self.ipv6_waiting = set()
             return now | waiting
-        chosen = set(sorted(waiting)[:room])
+        chosen = set(itertools.islice(waiting, room))  # any of them: each line is sorted when rendered
         waiting -= chosen
         return now | chosen
 

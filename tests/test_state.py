@@ -508,3 +508,23 @@ def test_a_peer_that_keeps_refusing_holds_back_no_other_peer_s_end_of_rib() -> N
     harness.speaker.answer(True)
     harness.loop()
     assert harness.speaker.take() == ["neighbor 192.0.2.5 announce eor ipv4 unicast"]
+
+
+def test_while_the_lists_are_read_ipv6_goes_out_a_few_hundred_prefixes_ahead_at_most() -> None:
+    """A later page's IPv4 line never waits behind more than IPV6_LINES_AHEAD x IPV6_AHEAD_PREFIXES IPv6 routes."""
+    many = [svc(service(f"s{n}", [f"198.51.100.{n}", f"2001:db8:96::{n:x}"])) for n in range(1, 251)]
+    harness = Harness()
+    harness.feed(ListPage(Resource.SERVICES, many))
+    assert [line.split(" nlri ")[0] for line in harness.speaker.take()] == [
+        QUERY,
+        f"{V4} announce attributes next-hop self",
+    ]
+    harness.speaker.answer(True)
+    harness.loop()
+    (line,) = harness.speaker.take()
+    assert line.startswith(f"{V6} announce attributes next-hop self nlri ")
+    assert len(line.split(" nlri ")[1].split()) == 200
+    harness.speaker.answer(True)
+    harness.loop()
+    (line,) = harness.speaker.take()
+    assert len(line.split(" nlri ")[1].split()) == 50
