@@ -54,6 +54,8 @@ BURST_LIMIT = 0.02
 # How long changes wait at most for ExaBGP to answer the lines in flight before theirs are written anyway (then the
 # pipe's ack window and ack timeout apply as to any line).
 DEFER_LIMIT = 0.5
+# Once synced, changes wait while more than this many of our lines await ExaBGP's answer (0: until all are answered).
+DEFER_IN_FLIGHT = 0
 # How long past shutdown_timeout the process may still run after SIGTERM: the orderly stop ends by shutdown_timeout
 # (its waits are bounded); this only ends one that is stuck where nothing can bound it (a write to a pipe ExaBGP no
 # longer reads).
@@ -250,7 +252,7 @@ def _loop(
         for event in batch:
             announcer.handle(event)
         handled += batch
-        if batch and announcer.synced and pipe.in_flight() and signals.received is None:
+        if batch and announcer.synced and pipe.in_flight() > DEFER_IN_FLIGHT and signals.received is None:
             deferred_since = time.monotonic() if deferred_since is None else deferred_since
             if time.monotonic() - deferred_since < DEFER_LIMIT:
                 continue

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
@@ -51,6 +52,14 @@ log = logging.getLogger(__name__)
 # more for 400k, 50k dual-stack Services with several peers per family).
 QUERY_TIMEOUT = 60.0
 MAX_LOGGED_PREFIXES = 20  # a refused bulk line carries up to speaker.prefixes_per_line: its first ones are logged
+# Until the first full sync, IPv6 announcements wait while IPv4 ones are written or in flight, then go out at most
+# IPV6_LINES_AHEAD lines' worth of IPV6_AHEAD_PREFIXES ahead: ExaBGP applies our lines in order, packs ~50 IPv4 routes
+# an UPDATE but sends every IPv6 route in an UPDATE of its own, so the IPv4 table, the cheap one, completes first, as
+# early as ExaBGP alone would complete it (BENCHMARKS.md, "The first sync: IPv4 first"). The IPv6 lines fill ExaBGP's
+# idle time while the list is read slower than ExaBGP applies it, in small lines, so a page read meanwhile waits
+# behind a few hundred IPv6 routes at most; two lines keep ExaBGP busy while the next is written.
+IPV6_LINES_AHEAD = 2
+IPV6_AHEAD_PREFIXES = 100
 
 
 class Speaker(Protocol):
@@ -122,6 +131,7 @@ class Announcer:
         self.held_at_start = 0
         self.announced_before_sync = 0
         self.deferred: set[Prefix] = set()  # withdrawals held back until the first full sync
+        self.ipv6_waiting: set[Prefix] = set()  # before the first full sync: IPv6 behind IPv4 (IPV6_LINES_AHEAD)
         self.synced = False
         self.synced_at: float | None = None
         self.problems: dict[tuple[ObjectKind, ObjectKey], tuple[Problem, ...]] = {}
@@ -371,15 +381,15 @@ class Announcer:
             self._read_held()  # which peers hold what a refused line may have left: ExaBGP's adj-rib-out says
             prefixes |= unsure
         if not self.synced and not self.ready_to_sync():
-            plan = self._plan(prefixes)
+            plan = self._plan(self._ipv4_first(prefixes))
             self.deferred.update(plan.withdrawn_prefixes())
             plan.drop_withdrawals()
             self.announced_before_sync += plan.announced_count()
             self._send(plan, stopping, started)
             return
         if not self.synced:
-            prefixes |= self.deferred | set(self.announced)
-            self.deferred = set()
+            prefixes |= self.deferred | self.ipv6_waiting | set(self.announced)
+            self.deferred, self.ipv6_waiting = set(), set()
         plan = self._plan(prefixes)
         if not self.synced:
             log.info(
@@ -395,6 +405,38 @@ class Announcer:
             if self.config.bgp.graceful_restart is not None:
                 self.end_of_rib_due = {peer for peers in self.peers.values() for peer in peers}
         self._send_end_of_rib()
+
+    def _ipv4_first(self, prefixes: set[Prefix]) -> set[Prefix]:
+        """Before the first full sync, what to plan now: every IPv4 prefix and every prefix no longer wanted (its
+        withdrawal is deferred anyway); the IPv6 announcements only once no IPv4 line is written now nor in flight,
+        and only IPV6_AHEAD_PREFIXES for each of the IPV6_LINES_AHEAD lines not in flight. The rest wait in
+        `ipv6_waiting` for a later sync
+        (each answer wakes the loop) or the full sync."""
+        if not self.peers[Family.IPV4] or not self.peers[Family.IPV6]:
+            return prefixes
+        desired = self.table.desired_attributes
+        waiting = self.ipv6_waiting
+        now: set[Prefix] = set()
+        ipv4 = False
+        for prefix in prefixes:
+            if prefix.family is Family.IPV4:
+                ipv4 = True
+                now.add(prefix)
+            elif desired(prefix) is None:
+                waiting.discard(prefix)
+                now.add(prefix)
+            else:
+                waiting.add(prefix)
+        if ipv4 or any(self.in_flight[peer] for peer in self.peers[Family.IPV4]):
+            return now
+        lines = max(self.in_flight[peer] for peer in self.peers[Family.IPV6])
+        room = max(0, IPV6_LINES_AHEAD - lines) * min(IPV6_AHEAD_PREFIXES, self.config.speaker.prefixes_per_line)
+        if room >= len(waiting):
+            self.ipv6_waiting = set()
+            return now | waiting
+        chosen = set(itertools.islice(waiting, room))  # any of them: each line is sorted when rendered
+        waiting -= chosen
+        return now | chosen
 
     def _read_held(self) -> None:
         answer = self.speaker.query("show adj-rib out extensive", QUERY_TIMEOUT)

@@ -18,6 +18,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 10_000, 25_000, 50_000)
 APISERVER_BEGIN, APISERVER_END = "<!-- apiserver results begin -->", "<!-- apiserver results end -->"
 REFERENCE_UP_TO = 25_000  # by default, the reference rows (no goal's figure) are measured up to this size
+CHURN_SIZES = (10_000, 25_000)  # E (and its floor) by default at these sizes, among those run
 
 
 def _sizes(text: str) -> list[int]:
@@ -35,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, help="runs per figure (default 3; 1 with --quick)")
     parser.add_argument("--steady", type=int, help="create/delete pairs for D (default 200)")
     parser.add_argument("--steady-sizes", type=_sizes, help="sizes at which D is measured (default: every size)")
-    parser.add_argument("--churn-sizes", type=_sizes, help="sizes at which E is measured (default: 10k, or the "
-                        "largest size run when 10k is not)")  # fmt: skip
+    parser.add_argument("--churn-sizes", type=_sizes, help="sizes at which E is measured (default: 10k and 25k "
+                        "among the sizes run, or the largest size run when neither is)")  # fmt: skip
     parser.add_argument(
         "--reference-sizes",
         type=_sizes,
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--runs", type=int, default=3)
     tune.add_argument("--only", choices=["floor", "announcer"], help="one kind only")
     tune.add_argument("--steady", action="store_true", help="compare speaker.batch_delay on D and E instead")
+    tune.add_argument("--burst", action="store_true", help="compare E's write patterns (and the E floor) instead")
     updates = commands.add_parser("updates", help="UPDATE messages FRR receives per family for each command form")
     updates.add_argument("--sizes", type=_sizes, default=[1000, 10_000], dest="update_sizes")
     updates.add_argument("--runs", type=int, default=1)
@@ -106,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
                            "Markdown file (between its apiserver markers)")  # fmt: skip
     exabgp_profile = commands.add_parser("exabgp-profile", help="ExaBGP's own cProfile of one floor bulk load")
     exabgp_profile.add_argument("--size", type=_sizes, default=[10_000])
+    exabgp_profile.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="CHANGES",
+        help="instead: ExaBGP sampled with py-spy during E (CHANGES writes in 1 s), the announcer's and the floor's",
+    )
+    exabgp_profile.add_argument("--runs", type=int, default=3, dest="profile_runs", help="E runs each (--burst)")
     return parser
 
 
@@ -154,7 +164,7 @@ def _run(argv: list[str] | None) -> int:
     if arguments.command == "exabgp-profile":
         from bench.exabgp_profile import main as profile_main
 
-        return profile_main(workdir, arguments.size[0])
+        return profile_main(workdir, arguments.size[0], arguments.burst, arguments.profile_runs)
     if arguments.command == "updates":
         from bench.updates import run_updates
 
@@ -163,7 +173,11 @@ def _run(argv: list[str] | None) -> int:
     if arguments.command == "tune":
         from bench.tune import run_tune, run_tune_steady
 
-        if arguments.steady:
+        if arguments.burst:
+            from bench.tune import run_tune_burst
+
+            print(run_tune_burst(workdir, arguments.size[0], arguments.runs))
+        elif arguments.steady:
             print(run_tune_steady(workdir, arguments.size[0], arguments.runs))
         else:
             print(run_tune(workdir, arguments.size[0], arguments.runs, arguments.only))
@@ -174,7 +188,7 @@ def _run(argv: list[str] | None) -> int:
 
     sizes = arguments.sizes or ([1000] if arguments.quick else list(DEFAULT_SIZES))
     runs = arguments.runs or (1 if arguments.quick else 3)
-    churn_default = [10_000] if 10_000 in sizes else [max(sizes)]
+    churn_default = [size for size in sizes if size in CHURN_SIZES] or [max(sizes)]
     plan = Plan(
         sizes=sizes,
         runs=runs,

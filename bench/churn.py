@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bench.lab_env import FAMILIES, NODE_ADDRESS, BenchLab, now, prefixes, service_addresses, service_object
 from bench.scenarios import FloorControl, full_timeout
+from bench.stats import cpu_busy_seconds, sched_seconds
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,28 @@ def _churn_sample(plan: ChurnPlan, started: float, finished: float, matched_at: 
     return result
 
 
+class SchedWindow:
+    """CPU and run-queue wait of processes from the first write until FRR matched (/proc/PID/task/*/schedstat):
+    whether ExaBGP was busy, idle, or waiting for a core while the writes came."""
+
+    def __init__(self, **pids: int | None) -> None:
+        self.pids = pids
+        self.before = {name: sched_seconds(pid) for name, pid in pids.items()}
+        self.machine = cpu_busy_seconds()
+        self.bench = time.process_time()  # this process: the stand-in API server, the writes, FRR polling
+
+    def sample(self) -> dict[str, float]:
+        result = {
+            "machine_cpu": cpu_busy_seconds() - self.machine,
+            "bench_cpu": time.process_time() - self.bench,
+        }
+        for name, pid in self.pids.items():
+            running, waiting = sched_seconds(pid)
+            result[f"{name}_cpu"] = running - self.before[name][0]
+            result[f"{name}_wait"] = waiting - self.before[name][1]
+        return result
+
+
 def churn(bench: BenchLab, count: int, changes: int, spread: float) -> dict[str, float]:
     """With the announcer running and Services 0..count-1 announced: `changes` writes within `spread` seconds
     (half deletions of existing Services, half creations of new ones, interleaved; at most 2*count); seconds
@@ -98,31 +121,44 @@ def churn(bench: BenchLab, count: int, changes: int, spread: float) -> dict[str,
         else:
             bench.apply_object(index, documents[index], variant=False)
 
+    window = SchedWindow(exabgp=bench.exabgp_pid(), announcer=bench.api_pid(timeout=1.0))
     started = _paced(plan.operations(), spread, write)
     finished = now()
-    return _churn_sample(plan, started, finished, _wait_churn_match(bench, plan))
+    sample = _churn_sample(plan, started, finished, _wait_churn_match(bench, plan))
+    return {**sample, **window.sample()}
 
 
-def churn_floor(control: FloorControl, changes: int, spread: float) -> dict[str, float]:
-    """E's floor: the same changes as `churn`, each a request to the floor API process holding the same
-    prefixes (`withdraw* P4 P6` for a deletion, `announce* P4 P6` for a creation), which writes the requests it
-    reads together as bulk lines without waiting for acks; then the routes are put back as they were."""
-    if not control.ready:
-        return {"timeout": 1.0}
-    plan = ChurnPlan.of(control.count, changes)
-
+def _floor_write(control: FloorControl) -> Callable[[str, int], None]:
     def write(action: str, index: int) -> None:
         ipv4, ipv6 = service_addresses(index)
         control.send(f"{'withdraw' if action == 'delete' else 'announce'}* {ipv4}/32 {ipv6}/128\n")
 
-    started = _paced(plan.operations(), spread, write)
+    return write
+
+
+def churn_floor(control: FloorControl, changes: int, spread: float, undo: bool = True) -> dict[str, float]:
+    """E's floor: the same changes as `churn`, each a request to the floor API process holding the same
+    prefixes (`withdraw* P4 P6` for a deletion, `announce* P4 P6` for a creation), which writes the requests it
+    reads together as bulk lines without waiting for acks; then (undo) the routes are put back as they were."""
+    if not control.ready:
+        return {"timeout": 1.0}
+    plan = ChurnPlan.of(control.count, changes)
+    window = SchedWindow(exabgp=control.bench.exabgp_pid())
+    started = _paced(plan.operations(), spread, _floor_write(control))
     finished = now()
     sample = _churn_sample(plan, started, finished, _wait_churn_match(control.bench, plan))
-    undo = [("create" if action == "delete" else "delete", index) for action, index in plan.operations()]
-    _paced(undo, 0.0, write)
-    if not wait_table(control.bench, control.count):
+    sample.update(window.sample())
+    if undo and not undo_churn_floor(control, changes):
         sample["timeout"] = 1.0
     return sample
+
+
+def undo_churn_floor(control: FloorControl, changes: int) -> bool:
+    """Put the floor's routes back as they were before `churn_floor`; whether FRR got back to them in time."""
+    plan = ChurnPlan.of(control.count, changes)
+    undo = [("create" if action == "delete" else "delete", index) for action, index in plan.operations()]
+    _paced(undo, 0.0, _floor_write(control))
+    return wait_table(control.bench, control.count)
 
 
 def wait_table(bench: BenchLab, count: int) -> bool:

@@ -44,7 +44,20 @@ class BgpdVty:
             self._socket = None
 
     def command(self, line: str) -> str:
-        """Run one command; its output as text."""
+        """Run one command; its output as text. bgpd now and then resets the connection under a burst of UPDATEs
+        (seen during E): the command, read-only, is sent once more on a new connection."""
+        try:
+            return self._command(line)
+        except VtyError as error:
+            if self._socket is not None:  # bgpd answered with an error status: not a lost connection
+                raise
+            time.sleep(0.01)
+            try:
+                return self._command(line)
+            except VtyError as again:
+                raise again from error
+
+    def _command(self, line: str) -> str:
         connection = self._connect()
         try:
             connection.sendall(line.encode("ascii") + b"\x00")
@@ -53,6 +66,7 @@ class BgpdVty:
             while True:
                 data = connection.recv(1 << 20)
                 if not data:
+                    self.close()
                     raise VtyError(f"bgpd closed the vty socket during {line!r}")
                 chunks.append(data)
                 tail = (tail + data)[-4:]

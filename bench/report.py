@@ -78,6 +78,8 @@ def _rows(result: SuiteResult) -> list[Row]:
             lambda s: _ratio_text(_ratio(s.announcer, s.floor_best, "exabgp_to_full", "exabgp_to_full"))),
         Row("B/A (API process start -> all, medians)",
             lambda s: _ratio_text(_ratio(s.announcer, s.floor_best, "api_to_full", "api_to_full"))),
+        _family_ratio_row("ipv4"),
+        _family_ratio_row("ipv6"),
     ]  # fmt: skip
     if result.bird_missing is not None:
         rows.append(Row("C BIRD 1.6", lambda s: f"not measured: {result.bird_missing}"))
@@ -106,6 +108,16 @@ def _rows(result: SuiteResult) -> list[Row]:
         Row("E floor (ExaBGP alone, the same changes as bulk lines): first write -> FRR matches",
             lambda s: _cell(s.churn_floor, "from_first_write")),
         Row("E floor: last write -> FRR matches", lambda s: _cell(s.churn_floor, "after_last_write")),
+        Row("E: ExaBGP CPU / its run-queue wait, first write -> FRR matches (announcer; floor)",
+            lambda s: f"{_pair(s.churn, 'exabgp_cpu', 'exabgp_wait')}; "
+            f"{_pair(s.churn_floor, 'exabgp_cpu', 'exabgp_wait')}"),
+        Row("E: announcer CPU / its run-queue wait, first write -> FRR matches",
+            lambda s: _pair(s.churn, "announcer_cpu", "announcer_wait")),
+        Row("E: CPU of the benchmark's process (stand-in API server, writes) / the whole machine (announcer; floor)",
+            lambda s: f"{_pair(s.churn, 'bench_cpu', 'machine_cpu')}; "
+            f"{_pair(s.churn_floor, 'bench_cpu', 'machine_cpu')}"),
+        Row("E / E floor (last write -> FRR matches, medians)",
+            lambda s: _ratio_text(_ratio(s.churn, s.churn_floor, "after_last_write", "after_last_write"))),
         Row("F announcer peak RSS (VmHWM) during B", lambda s: _cell(s.announcer, "announcer_hwm", 1 / MB, "MB", 0)),
         Row("F peak RSS growth per 10k Services (from the previous N)", lambda s: _rss_growth(result, s)),
         Row("F announcer CPU during B", lambda s: _cell(s.announcer, "announcer_cpu", unit="CPU s")),
@@ -122,6 +134,19 @@ def _rows(result: SuiteResult) -> list[Row]:
             lambda s: _cell(s.announcer, "background_cpu", unit="CPU s")),
     ]  # fmt: skip
     return rows
+
+
+def _pair(series: Series, first: str, second: str) -> str:
+    """Two medians in CPU s, 'a / b CPU s' ('-' when not measured)."""
+    a, b = series.median(first), series.median(second)
+    return "-" if math.isnan(a) else f"{a:.2f} / {b:.2f} CPU s"
+
+
+def _family_ratio_row(family: str) -> Row:
+    """B/A for one family: B's and A's 'IPv4 (IPv6) complete, from ExaBGP start' medians."""
+    key = f"exabgp_to_full_{family}"
+    return Row(f"B/A {family.replace('ip', 'IP')} complete (from ExaBGP start, medians)",
+               lambda s: _ratio_text(_ratio(s.announcer, s.floor_best, key, key)))  # fmt: skip
 
 
 def _share(series: Series) -> str:
@@ -304,6 +329,67 @@ def goals(result: SuiteResult) -> list[str]:
     return [*_ratio_goals(result), _cpu_goal(result), *_rss_goals(result), _d_goal(result), _e_goal(result)]
 
 
+# The goals of issue 20, each judged from the figures of this one run.
+FAMILY_RATIO_BOUND = 1.10  # B/A per family (IPv4 complete, IPv6 complete, from ExaBGP start)
+FAMILY_GOAL_SIZES = (10_000, 25_000, 50_000)
+TOTAL_RATIO_SIZE = 10_000  # B/A (ExaBGP start -> all) <= RATIO_BOUND named at this size on its own
+E_FLOOR_FACTOR = 1.5  # E (last write -> FRR matches) against the E floor of the same run
+E_FLOOR_SIZE = 10_000  # where E is judged against its floor; other sizes are shown beside it
+
+
+def _not_run(sizes: tuple[int, ...], result: SuiteResult) -> str:
+    missing = [_size_label(size) for size in sizes if _find(result, size) is None]
+    return f"; not run: {', '.join(missing)}" if missing else ""
+
+
+def _family_goals(result: SuiteResult) -> list[str]:
+    lines = []
+    for family in ("ipv4", "ipv6"):
+        key = f"exabgp_to_full_{family}"
+        values = []
+        for size in FAMILY_GOAL_SIZES:
+            entry = _find(result, size)
+            ratio = math.nan if entry is None else _ratio(entry.announcer, entry.floor_best, key, key)
+            if not math.isnan(ratio):
+                values.append((_size_label(size), ratio, ratio <= FAMILY_RATIO_BOUND))
+        want = (
+            f"B/A <= {FAMILY_RATIO_BOUND:.2f} for {family.replace('ip', 'IP')} at 10k, 25k and 50k Services "
+            f"({family.replace('ip', 'IP')} complete from ExaBGP start, B over the fastest floor, medians)"
+        )
+        lines.append(_judged(want, values) + _not_run(FAMILY_GOAL_SIZES, result))
+    return lines
+
+
+def _total_goal(result: SuiteResult) -> str:
+    entry = _find(result, TOTAL_RATIO_SIZE)
+    ratio = math.nan if entry is None else _ratio(entry.announcer, entry.floor_best, "exabgp_to_full", "exabgp_to_full")
+    values = [] if math.isnan(ratio) else [(_size_label(TOTAL_RATIO_SIZE), ratio, ratio <= RATIO_BOUND)]
+    return _judged(f"B/A <= {RATIO_BOUND:.2f} at {_short(TOTAL_RATIO_SIZE)} Services (ExaBGP start -> FRR holds all, "
+                   "medians)", values)  # fmt: skip
+
+
+def _e_floor_goal(result: SuiteResult) -> str:
+    values: list[tuple[str, float, bool]] = []
+    shown = []
+    for entry in result.sizes:
+        ours, floor = entry.churn.median("after_last_write"), entry.churn_floor.median("after_last_write")
+        if math.isnan(ours) or math.isnan(floor) or not floor:
+            continue
+        label = f"{_size_label(entry.size)} {ours:.2f}/{floor:.2f} s ="
+        if entry.size == E_FLOOR_SIZE:
+            values.append((label, ours / floor, ours / floor <= E_FLOOR_FACTOR))
+        else:
+            shown.append(f"{label} {ours / floor:.2f} (not judged)")
+    line = _judged(f"E <= {E_FLOOR_FACTOR}x the E floor at {_short(E_FLOOR_SIZE)} Services (last write -> FRR "
+                   "matches, the announcer over ExaBGP alone, medians of the same run)", values)  # fmt: skip
+    return line + (f"; {'; '.join(shown)}" if shown else "")
+
+
+def issue_20_goals(result: SuiteResult) -> list[str]:
+    """Issue 20's goals (each family at ExaBGP's floor, bursts at ExaBGP's pace), MET or MISSED from this run."""
+    return [*_family_goals(result), _total_goal(result), _e_floor_goal(result)]
+
+
 def render(result: SuiteResult) -> str:
     """The table (Markdown, readable as plain text), its targets and the settings it was measured with."""
     sizes = [entry.size for entry in result.sizes]
@@ -319,6 +405,7 @@ def render(result: SuiteResult) -> str:
     for row in _rows(result):
         lines.append(f"| {row.label} | " + " | ".join(row.cell(entry) for entry in result.sizes) + " |")
     lines += ["", "Goals (issue 12), judged from this run:", *goals(result), ""]
+    lines += ["Goals (issue 20), judged from this run:", *issue_20_goals(result), ""]
     lines.append(f"A fastest: {FLOOR_BEST.per_line}/line, {FLOOR_BEST.window or 'no'} ack window, "
                  f"{FLOOR_BEST.describe()}. "
                  f"A reference: {FLOOR_DEFAULT.per_line}/line, {FLOOR_DEFAULT.describe()}.")  # fmt: skip

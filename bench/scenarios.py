@@ -65,6 +65,7 @@ class Settings:
     form: str = ""  # floor only: "family" for `announce ipv4|ipv6 unicast PREFIX` lines
     delay: float = 0.0  # floor only: seconds before its first line
     pace: float = 0.0  # floor only: seconds per page of two lines
+    command: str = ""  # announcer only: the command ExaBGP runs instead of `announcer` (bench/announcer_variant.py)
 
     def describe(self) -> str:
         parts = [f"{key.removeprefix('exabgp.')}={value}" for key, value in sorted(self.environment.items())]
@@ -146,14 +147,22 @@ class _SpeakerRun:
 
 
 def _run_speaker(
-    bench: BenchLab, count: int, floor: Path | None, speaker: Mapping[str, Any], environment: Mapping[str, str]
+    bench: BenchLab,
+    count: int,
+    floor: Path | None,
+    speaker: Mapping[str, Any],
+    environment: Mapping[str, str],
+    *,
+    command: str = "",
 ) -> _SpeakerRun | None:
     """Start ExaBGP (the floor process if `floor`, else the announcer), wait until FRR holds all 2*count
     prefixes; None (speaker stopped) on timeout. The speaker is left running."""
     background = Background(_known_pids(bench))
     standin = OtherThreadsCpu()
     updates = bench.updates_received()
-    start = bench.start_speaker(floor_spec=floor, speaker=dict(speaker), environment=dict(environment))
+    start = bench.start_speaker(
+        floor_spec=floor, speaker=dict(speaker), environment=dict(environment), announcer_command=command or None
+    )
     background.add(start.exabgp_pid)
     api_pid = bench.api_pid()
     if api_pid is not None:
@@ -192,7 +201,7 @@ def run_announcer(bench: BenchLab, count: int, settings: Settings, keep: bool = 
     all 2*count prefixes, the announcer's own milestones, its CPU and peak RSS. keep: leave it running."""
     bench.set_services(count)
     offset = _log_offset(bench)
-    run = _run_speaker(bench, count, None, settings.speaker, settings.environment)
+    run = _run_speaker(bench, count, None, settings.speaker, settings.environment, command=settings.command)
     if run is None:
         return {"timeout": 1.0}
     sample = run.sample

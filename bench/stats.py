@@ -126,3 +126,22 @@ class OtherThreadsCpu:
             and not thread.name.startswith("fakeapi-")
             and not thread.name.endswith("(process_request_thread)")
         ]
+
+
+def sched_seconds(pid: int | None) -> tuple[float, float]:
+    """(on the CPU, runnable but waiting for a CPU) seconds of every live thread of pid, from
+    /proc/PID/task/*/schedstat; (nan, nan) when the process is gone."""
+    if pid is None:
+        return math.nan, math.nan
+    running = waiting = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return math.nan, math.nan
+    for task in tasks:
+        try:
+            fields = (task / "schedstat").read_text(encoding="ascii").split()
+            running, waiting = running + int(fields[0]), waiting + int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return running / 1e9, waiting / 1e9

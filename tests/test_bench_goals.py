@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bench.report import MB, goals, render, rss_slopes
+from bench.report import MB, goals, issue_20_goals, render, rss_slopes
 from bench.scenarios import Latencies
 from bench.stats import Series
 from bench.suite import SizeResult, SuiteResult
@@ -119,3 +119,49 @@ def test_the_table_carries_the_goals_block_and_the_e_figures() -> None:
     assert "Targets:" not in text
     assert "| E churn 5,000 changes in 1 s: first write -> FRR matches |" in text
     assert "| E churn: the writes took | - | 1.00 s (0.99-1.01) | - | - |" in text
+
+
+def family_run(ipv4: tuple[float, float], ipv6: tuple[float, float], e: tuple[float, float]) -> SuiteResult:
+    """meeting_run with per-family times (floor, announcer) at every size and E (announcer, floor) at 10k and 25k."""
+    run = meeting_run()
+    for entry in run.sizes:
+        scale = entry.size / 10_000
+        entry.floor_best = series(
+            exabgp_to_full=ipv6[0] * scale,
+            api_to_full=ipv6[0] * scale,
+            exabgp_to_full_ipv4=ipv4[0] * scale,
+            exabgp_to_full_ipv6=ipv6[0] * scale,
+        )
+        entry.announcer = series(exabgp_to_full=ipv6[1] * scale, api_to_full=ipv6[1] * scale, announcer_cpu=1.0,
+                                 announcer_hwm=60 * MB, exabgp_to_full_ipv4=ipv4[1] * scale,
+                                 exabgp_to_full_ipv6=ipv6[1] * scale)  # fmt: skip
+    for entry in run.sizes[1:3]:
+        entry.churn = series(after_last_write=e[0], from_first_write=1 + e[0], write_seconds=1.0, changes=5000)
+        entry.churn_floor = series(after_last_write=e[1], from_first_write=1 + e[1], write_seconds=1.0, changes=5000)
+    return run
+
+
+def test_issue_20_goals_judge_each_family_the_10k_total_and_e_against_its_floor() -> None:
+    lines = issue_20_goals(family_run(ipv4=(1.4, 1.5), ipv6=(2.6, 2.8), e=(0.3, 0.25)))
+    assert verdicts(lines) == ["MET"] * 4, "\n".join(lines)
+    text = "\n".join(lines)
+    assert "IPv4" in lines[0] and "N=10k 1.07, N=25k 1.07, N=50k 1.07" in lines[0]
+    assert "IPv6" in lines[1] and "N=10k 1.08" in lines[1]
+    assert "N=10k 1.08" in lines[2]
+    assert "N=10k 0.30/0.25 s = 1.20" in lines[3]
+    assert "N=25k 0.30/0.25 s = 1.20 (not judged)" in text
+
+
+def test_issue_20_goals_are_missed_by_the_family_or_the_burst_that_breaks_them() -> None:
+    lines = issue_20_goals(family_run(ipv4=(1.4, 2.8), ipv6=(2.6, 2.8), e=(0.8, 0.25)))
+    assert verdicts(lines) == ["MISSED", "MET", "MET", "MISSED"], "\n".join(lines)
+    assert "N=10k 2.00" in lines[0]
+    assert "N=10k 0.80/0.25 s = 3.20" in lines[3]
+
+
+def test_the_table_carries_per_family_ratios_e_against_its_floor_and_issue_20_s_goals() -> None:
+    text = render(family_run(ipv4=(1.4, 1.5), ipv6=(2.6, 2.8), e=(0.3, 0.25)))
+    assert "| B/A IPv4 complete (from ExaBGP start, medians) | 1.07 | 1.07 | 1.07 | 1.07 |" in text
+    assert "| B/A IPv6 complete (from ExaBGP start, medians) | 1.08 | 1.08 | 1.08 | 1.08 |" in text
+    assert "| E / E floor (last write -> FRR matches, medians) | - | 1.20 | 1.20 | - |" in text
+    assert "Goals (issue 20), judged from this run:" in text

@@ -137,7 +137,10 @@ def test_announcements_go_out_with_the_first_page_and_withdrawals_wait_for_both_
     stale = [held_line(peer, "198.51.100.99/32") for peer in ("192.0.2.1", "192.0.2.5")]
     harness = Harness(held=stale)
     harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
-    assert harness.speaker.take() == [QUERY, WEB_V4, WEB_V6]
+    assert harness.speaker.take() == [QUERY, WEB_V4]
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [WEB_V6], "IPv6 once no IPv4 line is in flight"
     harness.feed(Relisted(Resource.SERVICES, [svc(WEB)]))
     assert harness.speaker.take() == [], "EndpointSlices are not listed yet: no withdrawal"
     harness.feed(Relisted(Resource.ENDPOINTSLICES, []))
@@ -145,10 +148,51 @@ def test_announcements_go_out_with_the_first_page_and_withdrawals_wait_for_both_
     assert harness.announcer.synced
 
 
+SHOP = service("shop", ["198.51.100.12", "2001:db8:96::c"])
+SHOP_V4 = f"{V4} announce route 198.51.100.12/32 next-hop self"
+
+
+def test_before_the_full_sync_ipv6_announcements_wait_while_ipv4_ones_are_written_or_in_flight() -> None:
+    """ExaBGP applies lines in order and sends IPv4 packed, IPv6 one prefix per UPDATE: the IPv4 table of every page
+    read so far goes first (BENCHMARKS.md, "The first sync: IPv4 first"), and IPv6 fills ExaBGP's idle time."""
+    harness = Harness()
+    harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
+    assert harness.speaker.take() == [QUERY, WEB_V4]
+    harness.feed(ListPage(Resource.SERVICES, [svc(SHOP)]))
+    assert harness.speaker.take() == [SHOP_V4], "the second page's IPv4 goes ahead of the first page's IPv6"
+    harness.speaker.answer(True, lambda line: line == WEB_V4)
+    harness.loop()
+    assert harness.speaker.take() == [], "an IPv4 line is still in flight"
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [
+        f"{V6} announce attributes next-hop self nlri 2001:db8:96::a/128 2001:db8:96::c/128"
+    ]
+    harness.feed(Relisted(Resource.SERVICES, [svc(WEB), svc(SHOP)]), Relisted(Resource.ENDPOINTSLICES, []))
+    assert harness.speaker.take() == []
+    assert harness.announcer.synced
+
+
+def test_the_lists_complete_send_every_ipv6_announcement_that_waited_behind_ipv4() -> None:
+    harness = Harness()
+    harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
+    assert harness.speaker.take() == [QUERY, WEB_V4]
+    harness.feed(Relisted(Resource.SERVICES, [svc(WEB)]), Relisted(Resource.ENDPOINTSLICES, []))
+    assert harness.speaker.take() == [WEB_V6], "sent with the IPv4 line still in flight: nothing else can go first"
+
+
+def test_without_ipv4_peers_ipv6_announcements_go_out_with_their_page() -> None:
+    harness = Harness(make_config(bgp={"peers": [{"address": "2001:db8::1", "peer_as": 64512}]}))
+    harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
+    assert harness.speaker.take() == [QUERY, WEB_V6]
+
+
 def test_a_service_deleted_before_the_first_full_sync_is_withdrawn_only_at_it() -> None:
     harness = Harness()
     harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
-    harness.speaker.take()
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [QUERY, WEB_V4, WEB_V6]
     harness.feed(Changed(Resource.SERVICES, "DELETED", svc(WEB)))
     assert harness.speaker.take() == []
     assert harness.announcer.deferred == {
@@ -250,7 +294,9 @@ def test_withdraw_all_withdraws_every_route_held_including_those_found_at_start(
     stale = [held_line(peer, "198.51.100.99/32") for peer in ("192.0.2.1", "192.0.2.5")]
     harness = Harness(held=stale)
     harness.feed(ListPage(Resource.SERVICES, [svc(WEB)]))
-    harness.speaker.take()
+    harness.speaker.answer(True)
+    harness.loop()
+    assert harness.speaker.take() == [QUERY, WEB_V4, WEB_V6]
     harness.announcer.withdraw_all()
     assert harness.speaker.take() == [
         f"{V4} withdraw attributes next-hop self nlri 198.51.100.10/32 198.51.100.99/32",
@@ -288,7 +334,7 @@ def test_an_object_that_fails_to_apply_is_named_once_and_skipped_and_the_others_
     harness = Harness()
     with caplog.at_level(logging.ERROR, logger="announcer.state"):
         harness.feed(ListPage(Resource.SERVICES, [broken, svc(WEB)]))
-    assert harness.speaker.take() == [QUERY, WEB_V4, WEB_V6]
+    assert harness.speaker.take() == [QUERY, WEB_V4]
     assert [record.getMessage() for record in caplog.records] == [
         "Service default/broken skipped: applying it failed (AttributeError: 'str' object has no attribute 'version')"
     ]
@@ -462,3 +508,23 @@ def test_a_peer_that_keeps_refusing_holds_back_no_other_peer_s_end_of_rib() -> N
     harness.speaker.answer(True)
     harness.loop()
     assert harness.speaker.take() == ["neighbor 192.0.2.5 announce eor ipv4 unicast"]
+
+
+def test_while_the_lists_are_read_ipv6_goes_out_a_few_hundred_prefixes_ahead_at_most() -> None:
+    """A later page's IPv4 line never waits behind more than IPV6_LINES_AHEAD x IPV6_AHEAD_PREFIXES IPv6 routes."""
+    many = [svc(service(f"s{n}", [f"198.51.100.{n}", f"2001:db8:96::{n:x}"])) for n in range(1, 251)]
+    harness = Harness()
+    harness.feed(ListPage(Resource.SERVICES, many))
+    assert [line.split(" nlri ")[0] for line in harness.speaker.take()] == [
+        QUERY,
+        f"{V4} announce attributes next-hop self",
+    ]
+    harness.speaker.answer(True)
+    harness.loop()
+    (line,) = harness.speaker.take()
+    assert line.startswith(f"{V6} announce attributes next-hop self nlri ")
+    assert len(line.split(" nlri ")[1].split()) == 200
+    harness.speaker.answer(True)
+    harness.loop()
+    (line,) = harness.speaker.take()
+    assert len(line.split(" nlri ")[1].split()) == 50
