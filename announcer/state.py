@@ -410,8 +410,7 @@ class Announcer:
         """Before the first full sync, what to plan now: every IPv4 prefix and every prefix no longer wanted (its
         withdrawal is deferred anyway); the IPv6 announcements only once no IPv4 line is written now nor in flight,
         and only IPV6_AHEAD_PREFIXES for each of the IPV6_LINES_AHEAD lines not in flight. The rest wait in
-        `ipv6_waiting` for a later sync
-        (each answer wakes the loop) or the full sync."""
+        `ipv6_waiting` for a later sync (each answer wakes the loop) or the full sync."""
         if not self.peers[Family.IPV4] or not self.peers[Family.IPV6]:
             return prefixes
         desired = self.table.desired_attributes
