@@ -221,6 +221,8 @@ class Lab:
             raise ValueError(f"kube {kube!r}: one of {', '.join(KUBE_KINDS)}")
         if kube_nodes and (kube != "real" or not api_server):
             raise ValueError("kube_nodes: real Kubernetes nodes need the real API server (kube='real', api_server)")
+        if kube_nodes and len(nodes) != 1:
+            raise ValueError("kube_nodes: one real node per machine (kubelets would share the kubepods cgroups)")
         if not prefix or not all(character.isalnum() or character == "-" for character in prefix):
             raise ValueError(f"prefix {prefix!r}: use letters, digits and '-'")
         if not 1 <= len(nodes) <= len(NODE_IPV4):

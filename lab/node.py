@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The node's pod ranges: the lab's pod pools (the Calico lab's IPPools, 10.244.0.0/16 and fd00:10:244::/56), one
-# block per node.
+# The node's pod range: inside the lab's pod pools (the Calico lab's IPPools, 10.244.0.0/16 and fd00:10:244::/56), not
+# the blocks calico-node's recorded configuration announces, so BIRD's blackhole for a block never shadows a pod.
 POD_POOLS = ("10.244.0.0/16", "fd00:10:244::/56")
-POD_BLOCKS = {"node-a": ("10.244.1.0/24", "fd00:10:244:1::/64"), "node-b": ("10.244.2.0/24", "fd00:10:244:2::/64")}
+POD_BLOCKS = ("10.244.1.0/24", "fd00:10:244:1::/64")
 CNI_PLUGINS = Path("/usr/lib/cni")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 RUNC_LAB = Path(__file__).resolve().parent / "files" / "runc-lab"
@@ -54,11 +54,6 @@ def kubelet_identity(node: str) -> Identity:
 def node_identities(nodes: Sequence[str]) -> tuple[Identity, ...]:
     """Every identity a node cluster's components use, for the API server's token file."""
     return (CONTROLLER_MANAGER, SCHEDULER, PROXY, *(kubelet_identity(node) for node in nodes))
-
-
-def cgroup_v1() -> bool:
-    """Whether this machine mounts cgroup v1 hierarchies (no unified cgroup2 tree at /sys/fs/cgroup)."""
-    return not (CGROUP_ROOT / "cgroup.controllers").exists()
 
 
 def may_lower_oom_score() -> bool:
@@ -282,8 +277,7 @@ class KubeNode:
         if runc is not None:
             log.info("no CAP_SYS_RESOURCE here: runc through %s (negative oom_score_adj raised to 0)", runc)
         (folder / "config.toml").write_text(containerd_config(folder, self.socket, runc), encoding="utf-8")
-        blocks = POD_BLOCKS[self.name]
-        (folder / "cni" / "10-lab-pods.conflist").write_text(cni_config(blocks), encoding="utf-8")
+        (folder / "cni" / "10-lab-pods.conflist").write_text(cni_config(POD_BLOCKS), encoding="utf-8")
         record = self._start("containerd", [tool("containerd"), "--config", str(folder / "config.toml")], in_node=True)
         self._wait("containerd", lambda: self._ctr("version", check=False).returncode == 0, record)
 
