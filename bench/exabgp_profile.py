@@ -141,11 +141,9 @@ def profile_churn(workdir: Path, size: int, changes: int, runs: int) -> str:
     write until FRR matched: where ExaBGP's thread spent that time, and E's figures beside it."""
     if shutil.which("py-spy") is None:
         return "py-spy is not on PATH: install it (pip install py-spy) to profile ExaBGP during E\n"
-    bench = BenchLab(workdir)
-    bench.up()
     totals: dict[str, collections.Counter[str]] = {"announcer": collections.Counter(), "floor": collections.Counter()}
     figures = {"announcer": Series(), "floor": Series()}
-    try:
+    with BenchLab(workdir) as bench:
         bench.set_services(size)
         run_announcer(bench, size, ANNOUNCER_BEST, keep=True)
         for run in range(runs):
@@ -164,8 +162,6 @@ def profile_churn(workdir: Path, size: int, changes: int, runs: int) -> str:
                 )
                 totals["floor"] += _read_raw(output)
                 undo_churn_floor(control, changes)
-    finally:
-        bench.down()
     labels = list(dict.fromkeys([label for label, _, _ in CHURN_CATEGORIES] + ["other"]))
     lines = [
         f"ExaBGP during E at N={size} ({changes:,} changes in 1 s), py-spy at 250 Hz with idle samples, from "

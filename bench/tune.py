@@ -125,10 +125,8 @@ def run_tune_burst(workdir: Path, size: int, runs: int, changes: int = 5000) -> 
     the candidates in turn, then the floor, `runs` times."""
     candidates = [(settings, Series()) for settings in burst_candidates()]
     floor = Series()
-    bench = BenchLab(workdir)
-    bench.up()
-    started = time.monotonic()
-    try:
+    with BenchLab(workdir) as bench:
+        started = time.monotonic()
         bench.set_services(size)
         for run in range(runs):
             for settings, series in candidates:
@@ -149,8 +147,6 @@ def run_tune_burst(workdir: Path, size: int, runs: int, changes: int = 5000) -> 
                 sample = churn_floor(control, changes, 1.0)
                 floor.add(sample)
             print(f"[tune-burst run {run + 1}/{runs}] E floor: {sample}", file=sys.stderr, flush=True)
-    finally:
-        bench.down()
     lines = [
         f"E's write patterns at N={size}: {changes:,} changes in 1 s, {runs} run(s) each, interleaved with the E "
         f"floor; medians (min-max); took {(time.monotonic() - started) / 60:.1f} min",

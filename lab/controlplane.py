@@ -251,7 +251,7 @@ class ControlPlane:
         self.etcd = self._started(
             netns.start_process("etcd", argv, netns=None, log_path=self.directory / "etcd.log", die_with_parent=True)
         )
-        self._wait("etcd", self._etcd_healthy, self.etcd)
+        netns.wait_started("etcd", self._etcd_healthy, [self.etcd], READY_TIMEOUT)
 
     def start_apiserver(self) -> None:
         """kube-apiserver on bind_address:port, then wait for /readyz (the time is kept in ready_seconds)."""
@@ -278,7 +278,7 @@ class ControlPlane:
                 "kube-apiserver", argv, netns=None, log_path=d / "kube-apiserver.log", die_with_parent=True
             )
         )
-        self._wait("kube-apiserver", lambda: self.readyz() == 200, self.apiserver)
+        netns.wait_started("kube-apiserver", lambda: self.readyz() == 200, [self.apiserver], READY_TIMEOUT)
         self.ready_seconds = time.monotonic() - started
         log.info("kube-apiserver ready on %s in %.2f s", self.url, self.ready_seconds)
 
@@ -302,15 +302,6 @@ class ControlPlane:
         """Stop kube-apiserver, then etcd (idempotent); the directory stays for its logs."""
         self.stop_apiserver()
         self.stop_etcd()
-
-    def _wait(self, what: str, ready: Callable[[], bool], record: ProcessRecord) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not ready():
-            if not netns.is_same_process(record):
-                raise RuntimeError(f"{what} exited at start; its log: {record.log_path}\n{_tail(record.log_path)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} not ready within {READY_TIMEOUT:.0f} s; its log: {record.log_path}")
-            time.sleep(0.1)
 
     # --- requests ----------------------------------------------------------------------------------------------
     def _ssl(self) -> ssl.SSLContext:
@@ -401,13 +392,6 @@ def seed(plane: ControlPlane, objects: Sequence[dict[str, object]]) -> None:
             status, answer = plane.request("PATCH", path, {"status": obj["status"]})
             if status != 200:
                 raise RuntimeError(f"PATCH {path}: {status} {answer}")
-
-
-def _tail(path: str, lines: int = 20) -> str:
-    try:
-        return "\n".join(Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,6 +289,40 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def log_tail(path: str | Path, lines: int = 30) -> str:
+    """The last lines of a log file, for an error message ('(no log)' when it cannot be read)."""
+    try:
+        return "\n".join(Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_started(
+    what: str,
+    ready: Callable[[], bool],
+    records: Iterable[ProcessRecord],
+    timeout: float,
+    *,
+    interval: float = 0.1,
+    log_path: str | Path | None = None,
+) -> None:
+    """Poll ready() until it holds; fail with the log of any of records that exited meanwhile, or at timeout with the
+    tail of log_path (default: the first record's log)."""
+    records = list(records)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for record in records:
+            if not is_same_process(record):
+                raise RuntimeError(
+                    f"{what}: {record.name} exited; its log {record.log_path}:\n{log_tail(record.log_path)}"
+                )
+        if time.monotonic() > deadline:
+            shown = log_path if log_path is not None else records[0].log_path if records else None
+            tail = f"; its log {shown}:\n{log_tail(shown)}" if shown is not None else ""
+            raise RuntimeError(f"{what}: not ready within {timeout:.0f} s{tail}")
+        time.sleep(interval)
 
 
 def _signal(pid: int, signum: int) -> bool:

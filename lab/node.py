@@ -279,7 +279,7 @@ class KubeNode:
         (folder / "config.toml").write_text(containerd_config(folder, self.socket, runc), encoding="utf-8")
         (folder / "cni" / "10-lab-pods.conflist").write_text(cni_config(POD_BLOCKS), encoding="utf-8")
         record = self._start("containerd", [tool("containerd"), "--config", str(folder / "config.toml")], in_node=True)
-        self._wait("containerd", lambda: self._ctr("version", check=False).returncode == 0, record)
+        netns.wait_started("containerd", lambda: self._ctr("version", check=False).returncode == 0, [record], 60.0)
 
     def _ctr(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -331,28 +331,9 @@ class KubeNode:
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.node_ready():
-            for name, record in self.processes.items():
-                if not netns.is_same_process(record):
-                    raise RuntimeError(f"{name} exited; its log {record.log_path}:\n{_tail(Path(record.log_path))}")
-            if time.monotonic() > deadline:
-                kubelet_log = self.directory / "kubelet.log"
-                raise RuntimeError(
-                    f"node {self.name} not Ready in {timeout:.0f} s; {kubelet_log}:\n{_tail(kubelet_log)}"
-                )
-            time.sleep(0.5)
-
-    def _wait(self, what: str, ready: Callable[[], bool], record: ProcessRecord, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if not netns.is_same_process(record):
-                raise RuntimeError(
-                    f"{what} exited at start; its log {record.log_path}:\n{_tail(Path(record.log_path))}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} not ready within {timeout:.0f} s; its log: {record.log_path}")
-            time.sleep(0.2)
+        """Until the Node is Ready; fails early when one of the node's processes exits."""
+        netns.wait_started(f"node {self.name}", self.node_ready, self.processes.values(), timeout, interval=0.5,
+                           log_path=self.directory / "kubelet.log")  # fmt: skip
 
     def stop(self) -> None:
         """kubelet and kube-proxy, every container and shim of this containerd, containerd, the controllers; then
@@ -416,10 +397,3 @@ def _remove_pod_cgroups() -> None:
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
