@@ -299,6 +299,28 @@ def log_tail(path: str | Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+# Given a process record that exited, start it again and return the new record; raises when it must not be restarted.
+Restart = Callable[[ProcessRecord], ProcessRecord]
+
+
+def restarter(start: Restart, *, limit: int, delay: float = 1.0) -> Restart:
+    """A Restart that starts a process again up to limit times per name, delay seconds after it exited (systemd's
+    Restart=always with RestartSec and a start limit); past the limit it raises with the last run's log."""
+    exits: dict[str, int] = {}
+
+    def restart(record: ProcessRecord) -> ProcessRecord:
+        exits[record.name] = exits.get(record.name, 0) + 1
+        tail = log_tail(record.log_path)
+        if exits[record.name] > limit:
+            raise RuntimeError(f"{record.name} exited {exits[record.name]} times; its log {record.log_path}:\n{tail}")
+        log.warning("%s exited (exit %d of %d allowed); starting it again; the end of its log:\n%s",
+                    record.name, exits[record.name], limit, tail)  # fmt: skip
+        time.sleep(delay)
+        return start(record)
+
+    return restart
+
+
 def wait_started(
     what: str,
     ready: Callable[[], bool],
@@ -307,17 +329,25 @@ def wait_started(
     *,
     interval: float = 0.1,
     log_path: str | Path | None = None,
+    restart: Restart | None = None,
 ) -> None:
-    """Poll ready() until it holds; fail with the log of any of records that exited meanwhile, or at timeout with the
-    tail of log_path (default: the first record's log)."""
+    """Poll ready() until it holds. When one of records exits meanwhile, fail with its log, or with restart, start it
+    again (restart raises once it gives up); at timeout, fail with the tail of log_path (default: the first record's
+    log)."""
     records = list(records)
     deadline = time.monotonic() + timeout
     while not ready():
-        for record in records:
-            if not is_same_process(record):
+        for index, record in enumerate(records):
+            if is_same_process(record):
+                continue
+            if restart is None:
                 raise RuntimeError(
                     f"{what}: {record.name} exited; its log {record.log_path}:\n{log_tail(record.log_path)}"
                 )
+            try:
+                records[index] = restart(record)
+            except RuntimeError as error:
+                raise RuntimeError(f"{what}: {error}") from None
         if time.monotonic() > deadline:
             shown = log_path if log_path is not None else records[0].log_path if records else None
             tail = f"; its log {shown}:\n{log_tail(shown)}" if shown is not None else ""

@@ -44,6 +44,7 @@ CONTROLLER_MANAGER = Identity("system:kube-controller-manager", (), "lab-control
 SCHEDULER = Identity("system:kube-scheduler", (), "lab-scheduler-token")
 PROXY = Identity("system:kube-proxy", (), "lab-kube-proxy-token")
 READY_TIMEOUT = 120.0
+START_RESTARTS = 3  # per process, while the node starts
 
 
 def kubelet_identity(node: str) -> Identity:
@@ -232,13 +233,22 @@ class KubeNode:
 
     def _start(self, name: str, argv: Sequence[str], *, in_node: bool) -> ProcessRecord:
         full = ["nsenter", f"--net=/run/netns/{self.namespace}", *argv] if in_node else list(argv)
+        return self._launch(name, full)
+
+    def _launch(self, name: str, argv: Sequence[str]) -> ProcessRecord:
         record = netns.start_process(
-            name, full, netns=None, log_path=self.directory / f"{name}.log", die_with_parent=True
+            name, argv, netns=None, log_path=self.directory / f"{name}.log", die_with_parent=True
         )
         self.processes[name] = record
         if self._on_start is not None:
             self._on_start(record)
         return record
+
+    def _start_again(self, exited: ProcessRecord) -> ProcessRecord:
+        """The same command as the record that exited, recorded in its place."""
+        if self._on_stop is not None:
+            self._on_stop(exited)
+        return self._launch(exited.name, exited.argv)
 
     def _stop(self, name: str, timeout: float = 10.0) -> None:
         record = self.processes.pop(name, None)
@@ -331,9 +341,13 @@ class KubeNode:
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Until the Node is Ready; fails early when one of the node's processes exits."""
+        """Until the Node is Ready. A process of the node that exits meanwhile is started again, as systemd's
+        Restart=always does on a real node, up to START_RESTARTS times each; kubelet v1.35.4 can die while starting
+        ("concurrent map read and map write": its DRA plugin manager reads the container manager's capacity map while
+        the container manager's Start writes it)."""
+        restart = netns.restarter(self._start_again, limit=START_RESTARTS)
         netns.wait_started(f"node {self.name}", self.node_ready, self.processes.values(), timeout, interval=0.5,
-                           log_path=self.directory / "kubelet.log")  # fmt: skip
+                           log_path=self.directory / "kubelet.log", restart=restart)  # fmt: skip
 
     def stop(self) -> None:
         """kubelet and kube-proxy, every container and shim of this containerd, containerd, the controllers; then
