@@ -174,6 +174,11 @@ def kube_proxy_config(kubeconfig: Path, node: str) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
+def containerd_socket(directory: Path) -> Path:
+    """The socket of the containerd of the node whose folder is directory (its shims name it in their argv)."""
+    return directory / "containerd" / "containerd.sock"
+
+
 def mounts_under(directory: Path) -> list[str]:
     """Mount points at or under directory, deepest first (from /proc/self/mountinfo)."""
     prefix = str(directory).rstrip("/") + "/"
@@ -220,7 +225,7 @@ class KubeNode:
     # --- paths --------------------------------------------------------------------------------------------------
     @property
     def socket(self) -> Path:
-        return self.directory / "containerd" / "containerd.sock"
+        return containerd_socket(self.directory)
 
     @property
     def kubelet_dir(self) -> Path:
@@ -350,12 +355,9 @@ class KubeNode:
                            log_path=self.directory / "kubelet.log", restart=restart)  # fmt: skip
 
     def stop(self) -> None:
-        """kubelet and kube-proxy, every container and shim of this containerd, containerd, the controllers; then
-        the mounts under the node's folder and the pods' cgroups. Idempotent."""
-        for name in ("kubelet", "kube-proxy"):
-            self._stop(name)
-        kill_containers(self.socket)
-        for name in ("containerd", "kube-scheduler", "kube-controller-manager"):
+        """kubelet, kube-proxy, containerd and the controllers; then what clean_up removes: every container and shim
+        of this containerd, the mounts under the node's folder, the pods' cgroups. Idempotent."""
+        for name in ("kubelet", "kube-proxy", "containerd", "kube-scheduler", "kube-controller-manager"):
             self._stop(name)
         clean_up(self.directory)
 
@@ -379,7 +381,7 @@ def kill_containers(socket: Path) -> None:
 def clean_up(directory: Path) -> None:
     """What a node leaves behind even when its processes were killed: the pods and shims, the mounts under its
     folder (kubelet's volumes, containerd's root filesystems and network namespaces), the pods' cgroups."""
-    kill_containers(directory / "containerd" / "containerd.sock")
+    kill_containers(containerd_socket(directory))
     for point in mounts_under(directory):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
     _remove_pod_cgroups()

@@ -5,21 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 
-from lab.dockerd import BUILD_ENVIRONMENT, docker_engine, exclusive
+from lab.dockerd import BUILD_ENVIRONMENT, docker_engine, exclusive, tool
 from tests.compose_support import COMPOSE, LAB_IPV4, LAB_IPV6, REPOSITORY
 
 __all__ = ["ComposeProject", "docker_engine", "exclusive", "host_routes_into_lab", "run", "tool"]
-
-
-def tool(name: str) -> str:
-    """A system tool from Debian (docker.io, docker-compose, debootstrap), installed by scripts/setup and .ci/run."""
-    found = shutil.which(name)
-    assert found is not None, f"{name} is missing: scripts/setup installs docker.io, docker-compose and debootstrap"
-    return found
 
 
 def run(command: Sequence[str], *, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
